@@ -1,0 +1,88 @@
+"""Bottom-up proposals recover the strokes of images drawn from known strokes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from skimage.draw import line
+
+from conceptlearn.inference.proposals import propose, skeleton_graph
+
+TOLERANCE_PX = 2.0  # mean closest-point distance between a true and a recovered stroke
+
+
+def _draw(strokes: list[np.ndarray], width: int = 1) -> np.ndarray:
+    """Polylines ``(m, 2)`` (col, row) -> bool (105, 105), ink about 2 * width + 1 px wide."""
+    img = np.zeros((105, 105), bool)
+    for s in strokes:
+        for (c0, r0), (c1, r1) in zip(s[:-1], s[1:], strict=True):
+            rr, cc = line(int(round(r0)), int(round(c0)), int(round(r1)), int(round(c1)))
+            img[rr, cc] = True
+    return ndimage.binary_dilation(img, iterations=width)
+
+
+def _dense(poly: np.ndarray) -> np.ndarray:
+    seg = np.linalg.norm(np.diff(poly, axis=0), axis=1)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    t = np.linspace(0, s[-1], max(int(s[-1]), 2))
+    return np.stack([np.interp(t, s, poly[:, d]) for d in range(2)], axis=1)
+
+
+def _chamfer(a: np.ndarray, b: np.ndarray) -> float:
+    d = np.linalg.norm(a[:, None] - b[None], axis=-1)
+    return 0.5 * (d.min(1).mean() + d.min(0).mean())
+
+
+t = np.linspace(0, 2 * np.pi, 60)
+CASES = {
+    "T": [np.array([[20.0, 20], [80, 20]]), np.array([[50.0, 20], [50, 85]])],
+    "plus": [np.array([[20.0, 50], [80, 50]]), np.array([[50.0, 20], [50, 85]])],
+    "L": [np.array([[20.0, 20], [20, 80], [80, 80]])],
+    "two": [np.array([[20.0, 20], [80, 20]]), np.array([[20.0, 60], [80, 90]])],
+    "circle": [np.stack([50 + 25 * np.cos(t), 50 + 25 * np.sin(t)], 1)],
+    "three": [
+        np.array([[15.0, 15], [15, 90]]),
+        np.array([[40.0, 30], [90, 30]]),
+        np.array([[40.0, 70], [90, 70]]),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_best_candidate_recovers_strokes(name):
+    true = CASES[name]
+    p = propose(_draw(true), max_candidates=6, max_strokes=5, n_points=12)
+    assert p.points.shape == (6, 5, 12, 2) and p.points.dtype == np.float32
+    assert p.mask.shape == (6, 5, 12) and p.valid.shape == (6,)
+    assert p.valid[0] and np.all(np.diff(p.cost[p.valid]) >= 0)
+    strokes = [p.points[0, s, p.mask[0, s]] for s in range(5) if p.mask[0, s, 0]]
+    assert len(strokes) == len(true)
+    for s in true:
+        dist = min(_chamfer(_dense(s), _dense(q) if len(q) > 1 else q) for q in strokes)
+        assert dist <= TOLERANCE_PX, (name, dist)
+
+
+def test_blank_and_full_images_give_fixed_shapes():
+    for img in (np.zeros((105, 105), bool), np.ones((105, 105), bool)):
+        p = propose(img, max_candidates=4, max_strokes=3, n_points=8)
+        assert p.points.shape == (4, 3, 8, 2) and p.valid[0]
+        assert np.all(np.isfinite(p.points))
+        assert not np.any(p.mask[~p.valid])
+
+
+def test_dot_and_seed_determinism():
+    img = np.zeros((105, 105), bool)
+    img[30, 40] = True
+    g = skeleton_graph(img)
+    assert g.dots.tolist() == [[40.0, 30.0]]
+    p = propose(img, max_candidates=2, max_strokes=2, n_points=4)
+    assert p.mask[0, 0].tolist() == [True, False, False, False]
+    noisy = _draw(CASES["plus"]) ^ (np.random.default_rng(1).random((105, 105)) < 0.02)
+    a, b = propose(noisy, seed=3), propose(noisy, seed=3)
+    np.testing.assert_array_equal(a.points, b.points)
+
+
+def test_rejects_bad_shape():
+    with pytest.raises(ValueError, match="2-D"):
+        propose(np.zeros((2, 105, 105), bool))
