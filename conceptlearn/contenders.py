@@ -49,4 +49,6 @@ def make_contender(name: str, **options: Any) -> Contender:
     try:
         return getattr(importlib.import_module(module), factory)(**options)
     except TypeError as err:
-        raise ValueError(f"model {name!r} does not accept these options {sorted(options)}: {err}") from err
+        raise ValueError(
+            f"model {name!r} does not accept these options {sorted(options)}: {err}"
+        ) from err

@@ -40,7 +40,9 @@ STROKE_ARCHIVES = {
     "evaluation": "strokes_evaluation",
 }
 
-_KEY_RE = re.compile(r"^(?P<alphabet>[^/]+)/(?P<character>character\d+)/(?P<char_id>\d+)_(?P<drawer>\d+)$")
+_KEY_RE = re.compile(
+    r"^(?P<alphabet>[^/]+)/(?P<character>character\d+)/(?P<char_id>\d+)_(?P<drawer>\d+)$"
+)
 
 
 class OmniglotFormatError(ValueError):
