@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 IMAGE_SIZE = 105
 N_SAMPLES = 128  # arc-length samples per stroke: smooth lines up to 2 * spread * N_SAMPLES px long
@@ -72,7 +73,7 @@ def resample_polyline(
     if n_points == 1:
         return jnp.broadcast_to(filled, (n_samples, 2)), length
     t = jnp.linspace(0.0, 1.0, n_samples, dtype=points.dtype) * length
-    seg = jnp.clip(jnp.searchsorted(cum, t, side="right") - 1, 0, n_points - 2)
+    seg = jnp.clip(jnp.sum(cum[None, :] <= t[:, None], axis=1) - 1, 0, n_points - 2)
     denom = seg_len[seg]
     frac = jnp.where(denom > _TINY, (t - cum[seg]) / jnp.where(denom > _TINY, denom, 1.0), 0.0)
     frac = jnp.clip(frac, 0.0, 1.0)[:, None]
@@ -127,3 +128,28 @@ def render(
     points = jnp.asarray(points, jnp.float32)
     density = ink_density(points, mask.astype(bool), ink.spread, n_samples)
     return -jnp.expm1(-jnp.asarray(ink.gain, jnp.float32) * density)
+
+
+def pad_strokes(
+    strokes: list[np.ndarray], n_strokes: int | None = None, n_points: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pack one drawing's strokes into the renderer's padded layout (host-side, numpy).
+
+    ``strokes``: list of ``float (m_i, >=2)`` arrays whose first two columns are ``(col, row)``.
+    Returns ``points f32 (n_strokes, n_points, 2)`` and ``mask bool (n_strokes, n_points)``;
+    the sizes default to the tightest fit and must not be smaller than it.
+    """
+    n_strokes = len(strokes) if n_strokes is None else n_strokes
+    n_points = max((len(s) for s in strokes), default=1) if n_points is None else n_points
+    if len(strokes) > n_strokes or any(len(s) > n_points for s in strokes):
+        raise ValueError(
+            f"pad_strokes: {len(strokes)} strokes of up to "
+            f"{max((len(s) for s in strokes), default=0)} points do not fit "
+            f"({n_strokes}, {n_points})"
+        )
+    points = np.zeros((n_strokes, n_points, 2), np.float32)
+    mask = np.zeros((n_strokes, n_points), bool)
+    for i, s in enumerate(strokes):
+        points[i, : len(s)] = np.asarray(s)[:, :2]
+        mask[i, : len(s)] = True
+    return points, mask
