@@ -15,6 +15,8 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from conceptlearn.model.image import BLUR_SIGMA_RANGE as BLUR_RANGE
+from conceptlearn.model.image import EPSILON_RANGE
 from conceptlearn.model.splines import N_CONTROL
 
 MAX_STROKES = 10
@@ -174,3 +176,35 @@ def load_library(path: str | os.PathLike) -> Library:
             raise LibraryFormatError(f"{path}: {name} is not numeric ({arrays[name].dtype})")
     library = Library(**{k: jnp.asarray(arrays[k], jnp.float32) for k in Library._fields})
     return check_library(library, path)
+
+
+def toy_library(n_primitives: int = 4, n_centers: int = 4, seed: int = 0) -> Library:
+    """A small random but consistent library (tests and examples; not learned from data)."""
+    rng = np.random.default_rng(seed)
+    K, G, S, J = n_primitives, n_centers, MAX_STROKES, MAX_SUBSTROKES
+
+    def simplex(*shape):
+        p = rng.uniform(0.2, 1.0, shape)
+        return p / p.sum(axis=-1, keepdims=True)
+
+    return make_library(
+        shape_mean=rng.normal(0.0, 0.6, (K, N_CONTROL, 2)),
+        shape_sd=rng.uniform(0.05, 0.2, (K, N_CONTROL, 2)),
+        log_scale_mean=rng.uniform(1.0, 2.5, K),
+        log_scale_sd=rng.uniform(0.2, 0.5, K),
+        start_probs=simplex(K),
+        trans_probs=simplex(K, K),
+        n_strokes_probs=simplex(S),
+        n_sub_probs=simplex(S, J),
+        relation_probs=simplex(4),
+        position_weights=simplex(G),
+        position_centers=rng.uniform(20.0, 85.0, (G, 2)),
+        position_sd=np.asarray(8.0),
+        shape_noise_sd=np.asarray(0.1),
+        log_scale_noise_sd=np.asarray(0.1),
+        position_noise_sd=np.asarray(1.5),
+        affine_mean=np.array([1.0, 1.0, 0.0, 0.0]),
+        affine_sd=np.array([0.1, 0.1, 2.0, 2.0]),
+        blur_range=np.array(BLUR_RANGE),
+        epsilon_range=np.array(EPSILON_RANGE),
+    )

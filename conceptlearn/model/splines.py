@@ -34,12 +34,18 @@ def bspline_basis(t: Any, xp: Any = jnp) -> Any:
     ``t``: ``float (...)`` in ``[0, 1]`` (clipped). Returns ``float (..., 5)``; rows sum to one.
     ``xp`` is ``jax.numpy`` (default; jit/grad-able) or ``numpy`` (fast preprocessing).
     """
-    knots = np.asarray(KNOTS)
     t = xp.clip(xp.asarray(t), 0.0, 1.0)[..., None]
+    lead = (1,) * (t.ndim - 1)  # knot vectors broadcast explicitly (rank promotion may raise)
+
+    def row(a):
+        return np.asarray(a, dtype=np.float64).reshape(lead + (-1,))
+
+    knots = np.asarray(KNOTS)
     n_intervals = len(knots) - 1
     lo, hi = knots[:-1], knots[1:]
     last = n_intervals - 1 - np.argmax((hi > lo)[::-1])  # last non-empty interval
-    inside = (t >= lo) & ((t < hi) | ((np.arange(n_intervals) == last) & (t <= hi)))
+    is_last = row(np.arange(n_intervals) == last) > 0
+    inside = (t >= row(lo)) & ((t < row(hi)) | (is_last & (t <= row(hi))))
     basis = inside.astype(t.dtype)
     for degree in range(1, DEGREE + 1):
         n = n_intervals - degree
@@ -47,9 +53,9 @@ def bspline_basis(t: Any, xp: Any = jnp) -> Any:
         right_den = knots[degree + 1 : degree + 1 + n] - knots[1 : 1 + n]
         left = np.where(left_den > 0, 1.0 / np.where(left_den > 0, left_den, 1.0), 0.0)
         right = np.where(right_den > 0, 1.0 / np.where(right_den > 0, right_den, 1.0), 0.0)
-        basis = (t - knots[:n]) * left * basis[..., :n] + (
-            knots[degree + 1 : degree + 1 + n] - t
-        ) * right * basis[..., 1 : 1 + n]
+        basis = (t - row(knots[:n])) * row(left) * basis[..., :n] + (
+            row(knots[degree + 1 : degree + 1 + n]) - t
+        ) * row(right) * basis[..., 1 : 1 + n]
     return basis
 
 
@@ -151,7 +157,8 @@ def split_stroke(stroke: np.ndarray, spacing: float = 1.0, **kwargs) -> list[np.
 
 
 def fit_spline(points: np.ndarray) -> tuple[np.ndarray, float]:
-    """Least-squares clamped cubic B-spline through ``points (m, 2)``, parameterised by arclength.
+    """Clamped cubic B-spline through ``points (m, 2)``, parameterised by arclength: the end
+    control points are the first and last point, the inner three fit by least squares.
 
     Returns ``(control float (5, 2), residual)``: the mean distance in pixels between each point
     and the curve at its parameter.
@@ -166,7 +173,11 @@ def fit_spline(points: np.ndarray) -> tuple[np.ndarray, float]:
     t_fit = np.linspace(0.0, 1.0, n)
     target = np.stack([np.interp(t_fit, t, points[:, d]) for d in range(2)], axis=1)
     basis = bspline_basis(t_fit, xp=np)
-    control, *_ = np.linalg.lstsq(basis, target, rcond=None)
+    # the ends are pinned to the piece's ends (sub-strokes chain end to start); the 3 inner
+    # control points are the least-squares solution
+    ends = np.outer(basis[:, 0], points[0]) + np.outer(basis[:, -1], points[-1])
+    inner, *_ = np.linalg.lstsq(basis[:, 1:-1], target - ends, rcond=None)
+    control = np.concatenate([points[:1], inner, points[-1:]])
     residual = np.linalg.norm(bspline_basis(t, xp=np) @ control - points, axis=1).mean()
     return control, float(residual)
 
@@ -183,8 +194,40 @@ def normalize_spline(control: Any, xp: Any = np) -> tuple[Any, Any]:
     return centered / scale[..., None, None], scale
 
 
-def preprocess_stroke(stroke: np.ndarray, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+def corner_index(points: np.ndarray, margin: int, window: int = 3) -> int:
+    """Index of the sharpest turn of ``points (m, 2)`` (spaced about 1 px) at least ``margin``
+    points from either end: the largest angle between the chords ``window`` points back and
+    ahead."""
+    i = np.arange(max(margin, window), len(points) - max(margin, window))
+    back = points[i] - points[i - window]
+    ahead = points[i + window] - points[i]
+    cos = (back * ahead).sum(1) / np.maximum(
+        np.linalg.norm(back, axis=1) * np.linalg.norm(ahead, axis=1), 1e-9
+    )
+    return int(i[np.argmin(cos)])
+
+
+def fit_pieces(
+    points: np.ndarray, max_residual: float = 2.0, min_length: float = 6.0
+) -> list[tuple[np.ndarray, float]]:
+    """Fit ``points (m, 2)`` with one spline, or, while the mean residual exceeds
+    ``max_residual`` pixels, cut at the sharpest turn and fit the halves (pieces stay at least
+    ``min_length`` points long). Returns ``[(control (5, 2), residual)]`` in drawing order."""
+    control, residual = fit_spline(points)
+    margin = int(np.ceil(min_length))
+    if residual <= max_residual or len(points) <= 2 * margin + 6:
+        return [(control, residual)]
+    k = corner_index(points, margin)
+    return fit_pieces(points[: k + 1], max_residual, min_length) + fit_pieces(
+        points[k:], max_residual, min_length
+    )
+
+
+def preprocess_stroke(
+    stroke: np.ndarray, max_residual: float = 2.0, **kwargs
+) -> tuple[np.ndarray, np.ndarray]:
     """Raw stroke ``(n, 3)`` -> sub-stroke control points ``(n_sub, 5, 2)`` in image coordinates
-    and fit residuals ``(n_sub,)``."""
-    fits = [fit_spline(piece) for piece in split_stroke(stroke, **kwargs)]
+    and fit residuals ``(n_sub,)``: cut at pen pauses (``split_stroke``), then at sharp turns
+    where one spline fits worse than ``max_residual`` pixels (``fit_pieces``)."""
+    fits = [f for piece in split_stroke(stroke, **kwargs) for f in fit_pieces(piece, max_residual)]
     return np.stack([c for c, _ in fits]), np.asarray([r for _, r in fits])
