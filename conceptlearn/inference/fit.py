@@ -1,0 +1,231 @@
+"""Top-down refinement: fit trajectories to an image under prior x likelihood.
+
+Two fits share one optimiser loop (:func:`_optimise`: optax Adam inside ``lax.scan``, with a
+coarse-to-fine blur schedule so that far-off ink still pulls):
+
+- :func:`refine_parses` fits every proposal of one image (``vmap`` over candidates, one jitted
+  call) by moving the trajectory points freely under the image likelihood plus a parse prior;
+- :func:`refit_token` refits one parse to another image through token variables only: a global
+  affine (scale and translation about the parse centre) plus small per-point motor noise. This is
+  the inner ``max_theta P(I | theta) P(theta | type)`` of BPL's one-shot score (DESIGN.md §5).
+
+:func:`parse_image` chains proposals -> refinement -> the ``K`` best parses with normalised
+posterior weights.
+
+The prior here is a stand-in for the learned type prior: a smoothness term on the trajectories
+and a cost per stroke (:class:`FitConfig` holds every constant).
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from conceptlearn.inference.proposals import propose
+from conceptlearn.model.image import log_likelihood, pixel_probs
+from conceptlearn.model.render import InkParams, render
+
+# Python-side count of how often each jitted function body was traced (tests check no retrace).
+TRACE_COUNT: collections.Counter[str] = collections.Counter()
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Every constant of the fits (hashable: it is a static argument of the jitted calls)."""
+
+    max_candidates: int = 8  # proposals per image
+    max_strokes: int = 6  # strokes per parse (longest kept)
+    n_points: int = 12  # trajectory points per stroke
+    n_parses: int = 3  # K best parses kept per image
+    parse_steps: int = 20  # Adam steps when refining a proposal
+    parse_lr: float = 0.3  # px per step
+    refit_steps: int = 30  # Adam steps when refitting a parse's token to another image
+    refit_lr: float = 0.6
+    blur_start: float = 3.0  # blur sigma (px) at the first step; geometric down to blur_sigma
+    blur_sigma: float = 1.0  # blur sigma (px) of the score
+    epsilon: float = 0.02  # pixel-flip probability of the score
+    n_samples: int = 48  # renderer arc-length samples per stroke
+    smooth_sigma: float = 2.0  # px: std of a trajectory's second differences (parse prior)
+    stroke_cost: float = 20.0  # nats per stroke (parse prior)
+    motor_sigma: float = 1.5  # px: std of per-point motor noise (token prior)
+    scale_sigma: float = 0.15  # std of log scale (token prior)
+    shift_sigma: float = 8.0  # px: std of the translation (token prior)
+    ink_spread: float | None = None  # renderer InkParams overrides (None: DEFAULT_INK)
+    ink_gain: float | None = None
+
+
+class Parse(NamedTuple):
+    """The ``K`` best parses of one image.
+
+    ``points`` ``f32 (K, S, P, 2)``, ``mask`` ``bool (K, S, P)``, ``log_weight`` ``f32 (K,)``
+    (normalised over valid parses, ``-inf`` where invalid), ``log_post`` ``f32 (K,)``
+    (unnormalised ``log P(I, parse)``, ``-inf`` where invalid).
+    """
+
+    points: jax.Array
+    mask: jax.Array
+    log_weight: jax.Array
+    log_post: jax.Array
+
+
+def _ink(cfg: FitConfig) -> InkParams | None:
+    if cfg.ink_spread is None and cfg.ink_gain is None:
+        return None
+    from conceptlearn.model.render import DEFAULT_INK
+
+    return InkParams(
+        spread=DEFAULT_INK.spread if cfg.ink_spread is None else cfg.ink_spread,
+        gain=DEFAULT_INK.gain if cfg.ink_gain is None else cfg.ink_gain,
+    )
+
+
+def image_log_lik(points, mask, image, blur_sigma, cfg: FitConfig) -> jax.Array:
+    """``log P(image | points)`` at blur ``blur_sigma``: ``points f32 (S, P, 2)``,
+    ``mask bool (S, P)``, ``image bool (105, 105)`` -> ``f32 ()``."""
+    ink = render(points, mask, _ink(cfg), n_samples=cfg.n_samples)
+    return log_likelihood(pixel_probs(ink, blur_sigma, cfg.epsilon), image)
+
+
+def parse_log_prior(points, mask, cfg: FitConfig) -> jax.Array:
+    """Stand-in parse prior: smooth trajectories, few strokes. ``(S, P, 2), (S, P) -> f32 ()``."""
+    d2 = points[:, 2:] - 2.0 * points[:, 1:-1] + points[:, :-2]
+    m2 = mask[:, 2:] & mask[:, 1:-1] & mask[:, :-2]
+    smooth = -0.5 * jnp.sum(jnp.where(m2, jnp.sum(d2 * d2, -1), 0.0)) / cfg.smooth_sigma**2
+    return smooth - cfg.stroke_cost * jnp.sum(jnp.any(mask, -1))
+
+
+def _optimise(loss_fn, params, n_steps: int, lr: float, cfg: FitConfig):
+    """Minimise ``loss_fn(params, blur_sigma)`` with Adam for ``n_steps`` in ``lax.scan``; blur
+    goes geometrically from ``cfg.blur_start`` to ``cfg.blur_sigma``. Returns final params."""
+    opt = optax.adam(lr)
+    frac = jnp.linspace(0.0, 1.0, max(n_steps, 1))
+    sigmas = cfg.blur_start * (cfg.blur_sigma / cfg.blur_start) ** frac
+
+    def step(carry, sigma):
+        params, state = carry
+        grads = jax.grad(loss_fn)(params, sigma)
+        updates, state = opt.update(grads, state, params)
+        return (optax.apply_updates(params, updates), state), None
+
+    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), sigmas[:n_steps])
+    return params
+
+
+def refine_parse(points, mask, image, cfg: FitConfig):
+    """Refine one proposal ``points f32 (S, P, 2)``, ``mask bool (S, P)`` against
+    ``image bool (105, 105)``. Returns ``(points, log_lik f32 (), log_prior f32 ())``."""
+
+    def loss(p, sigma):
+        return -(image_log_lik(p, mask, image, sigma, cfg) + parse_log_prior(p, mask, cfg))
+
+    points = _optimise(loss, points, cfg.parse_steps, cfg.parse_lr, cfg)
+    return (
+        points,
+        image_log_lik(points, mask, image, cfg.blur_sigma, cfg),
+        parse_log_prior(points, mask, cfg),
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def refine_parses(points, mask, valid, image, cfg: FitConfig):
+    """All proposals of one image in one call: ``points f32 (C, S, P, 2)``, ``mask (C, S, P)``,
+    ``valid bool (C,)``, ``image bool (105, 105)`` -> ``(points, log_lik (C,), log_prior (C,))``
+    with ``-inf`` log-likelihoods where not valid."""
+    TRACE_COUNT["refine_parses"] += 1
+    pts, ll, lp = jax.vmap(refine_parse, in_axes=(0, 0, None, None))(points, mask, image, cfg)
+    return pts, jnp.where(valid, ll, -jnp.inf), lp
+
+
+def top_k(points, mask, log_post, k: int) -> Parse:
+    """Keep the ``k`` largest ``log_post f32 (C,)`` (``-inf`` = invalid) with normalised weights."""
+    order = jnp.argsort(-log_post)[:k]
+    lp = log_post[order]
+    log_weight = lp - jax.scipy.special.logsumexp(lp)
+    return Parse(points[order], mask[order], log_weight, lp)
+
+
+def parse_image(image: np.ndarray, cfg: FitConfig, *, seed: int = 0) -> Parse:
+    """Proposals -> refinement -> the ``cfg.n_parses`` best parses of ``image bool (105, 105)``."""
+    prop = propose(
+        image,
+        max_candidates=cfg.max_candidates,
+        max_strokes=cfg.max_strokes,
+        n_points=cfg.n_points,
+        seed=seed,
+    )
+    pts, ll, lp = refine_parses(prop.points, prop.mask, prop.valid, jnp.asarray(image, bool), cfg)
+    return top_k(pts, jnp.asarray(prop.mask), ll + lp, cfg.n_parses)
+
+
+class Token(NamedTuple):
+    """Token variables of a refit: ``log_scale f32 (2,)``, ``shift f32 (2,)`` px, ``motor``
+    ``f32 (S, P, 2)`` px per-point noise."""
+
+    log_scale: jax.Array
+    shift: jax.Array
+    motor: jax.Array
+
+
+def token_points(points, mask, token: Token) -> jax.Array:
+    """Apply ``token`` to a parse's ``points f32 (S, P, 2)``: motor noise, then scale about the
+    parse's centre of mass, then shift."""
+    w = mask[..., None].astype(points.dtype)
+    centre = jnp.sum(points * w, (0, 1)) / jnp.maximum(jnp.sum(w), 1.0)
+    moved = points + token.motor
+    return (moved - centre) * jnp.exp(token.log_scale) + centre + token.shift
+
+
+def token_log_prior(token: Token, mask, cfg: FitConfig) -> jax.Array:
+    """Gaussian token prior (without normalising constants): ``f32 ()``."""
+    motor = jnp.sum(jnp.where(mask[..., None], token.motor**2, 0.0)) / cfg.motor_sigma**2
+    scale = jnp.sum(token.log_scale**2) / cfg.scale_sigma**2
+    shift = jnp.sum(token.shift**2) / cfg.shift_sigma**2
+    return -0.5 * (motor + scale + shift)
+
+
+# Preconditioning: the optimiser sees log-scale in px at this radius, so one lr fits all.
+_SCALE_PX = 30.0
+
+
+def refit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None) -> jax.Array:
+    """``max_token log P(image | token(points)) + log P(token)`` for one parse
+    ``points f32 (S, P, 2)``, ``mask bool (S, P)`` and ``image bool (105, 105)`` -> ``f32 ()``."""
+    return fit_token(points, mask, image, cfg, n_steps)[0]
+
+
+def fit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None):
+    """Refit one parse's token to ``image`` (see :func:`refit_token`); returns the score
+    ``f32 ()`` and the refit trajectories ``f32 (S, P, 2)``. The initial shift aligns the
+    parse's centre of mass with the image's ink centre."""
+    img = image.astype(jnp.float32)
+    rows, cols = (
+        jnp.arange(img.shape[0], dtype=jnp.float32),
+        jnp.arange(img.shape[1], dtype=jnp.float32),
+    )
+    mass = jnp.maximum(jnp.sum(img), 1.0)
+    ink_centre = jnp.stack([jnp.sum(img.sum(0) * cols), jnp.sum(img.sum(1) * rows)]) / mass
+    w = mask[..., None].astype(points.dtype)
+    centre = jnp.sum(points * w, (0, 1)) / jnp.maximum(jnp.sum(w), 1.0)
+    shift0 = jnp.where(jnp.sum(img) > 0, ink_centre - centre, 0.0)
+    init = Token(jnp.zeros(2), shift0, jnp.zeros_like(points))
+
+    def unpack(u: Token) -> Token:
+        return Token(u.log_scale / _SCALE_PX, u.shift, u.motor)
+
+    def objective(u: Token, sigma):
+        tok = unpack(u)
+        return image_log_lik(token_points(points, mask, tok), mask, image, sigma, cfg) + (
+            token_log_prior(tok, mask, cfg)
+        )
+
+    u0 = Token(init.log_scale * _SCALE_PX, init.shift, init.motor)
+    steps = cfg.refit_steps if n_steps is None else n_steps
+    u = _optimise(lambda u, s: -objective(u, s), u0, steps, cfg.refit_lr, cfg)
+    return objective(u, cfg.blur_sigma), token_points(points, mask, unpack(u))
