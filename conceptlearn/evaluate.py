@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from conceptlearn.contenders import Contender, make_contender
 from conceptlearn.datasets.episodes import Run, load_episode, load_runs, run_set_digest
+from conceptlearn.experiments.shifts import apply_shift, parse_shift
 
 RESULTS_VERSION = 1
 _PACKAGES = ("conceptlearn", "jax", "jaxlib", "flax", "optax", "numpyro", "numpy", "scipy")
@@ -84,7 +85,7 @@ def _summarise(results: dict) -> dict:
 
 
 def _identity(
-    contender: Contender, runs: Sequence[Run], runs_spec: str, seed: int
+    contender: Contender, runs: Sequence[Run], runs_spec: str, seed: int, shift: str | None
 ) -> dict[str, Any]:
     return {
         "model": contender.name,
@@ -92,6 +93,7 @@ def _identity(
         "runs_spec": str(runs_spec),
         "run_set_digest": run_set_digest(runs),
         "seed": seed,
+        "shift": shift,
     }
 
 
@@ -103,15 +105,19 @@ def evaluate_contender(
     *,
     seed: int = 0,
     runs_spec: str = "",
+    shift: str | None = None,
     progress: bool = True,
 ) -> dict:
     """Run ``contender`` on every run, writing ``out`` after each; resume from ``out`` if it
-    holds a partial evaluation of the same model, config, seed and run set.
+    holds a partial evaluation of the same model, config, seed, run set and shift.
+
+    ``shift``: an out-of-distribution shift spec (``conceptlearn.experiments.shifts``, e.g.
+    ``"rotate=30"``) applied to every query image; the support images stay as they are.
 
     Returns the results dict (see the README for its fields).
     """
     out = Path(out)
-    identity = _identity(contender, runs, runs_spec, seed)
+    identity = _identity(contender, runs, runs_spec, seed, shift)
     # JSON round trip so that tuples vs lists cannot make identical configs look different.
     identity = json.loads(json.dumps(identity))
     done: dict[str, dict] = {}
@@ -145,7 +151,9 @@ def evaluate_contender(
         if run.name in finished:
             continue
         episode = load_episode(run, source)
-        fit_key, score_key = jax.random.split(jax.random.fold_in(base_key, i))
+        fit_key, score_key, shift_key = jax.random.split(jax.random.fold_in(base_key, i), 3)
+        if shift is not None:
+            episode = episode._replace(queries=apply_shift(shift, episode.queries, shift_key))
         start = time.perf_counter()
         state = contender.fit(episode.support, key=fit_key)
         scores = np.asarray(contender.scores(state, episode.queries, key=score_key))
@@ -231,6 +239,8 @@ def parse_overrides(items: Sequence[str] | None) -> dict[str, Any] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.shift is not None:
+        parse_shift(args.shift)  # fail before any work on a bad spec
     runs, source = load_runs(args.runs, args.data)
     if args.limit is not None:
         runs = runs[: args.limit]
@@ -252,8 +262,9 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     lo, hi = results["ci95_pct"]
+    shifted = f" (queries shifted: {args.shift})" if args.shift else ""
     print(
-        f"{results['model']} on {args.runs}: {results['mean_error_pct']:.2f}% error "
+        f"{results['model']} on {args.runs}{shifted}: {results['mean_error_pct']:.2f}% error "
         f"(95% CI {lo:.2f}-{hi:.2f}) over {len(results['runs'])} runs, {results['seconds_total']:.1f} s"
     )
     return 0
