@@ -295,7 +295,8 @@ def read_run_folders(folder: str | os.PathLike) -> list[Run]:
 
 
 def write_run_folders(runs: Sequence[Run], source, dest: str | os.PathLike) -> list[Path]:
-    """Write runs in the official layout under ``dest``; images are copied byte for byte.
+    """Write runs in the official layout under ``dest``; images are copied byte for byte from
+    ``source`` (anything with ``raw(ref) -> bytes``: ``OmniglotImages`` or ``FileImages``).
 
     k = 1 classes are ``training/classMM.png`` exactly as in the official runs; k > 1 classes
     are folders ``training/classMM/`` holding ``NN.png``.
@@ -310,27 +311,21 @@ def write_run_folders(runs: Sequence[Run], source, dest: str | os.PathLike) -> l
         for c, shots in enumerate(run.support, start=1):
             if run.k_shot == 1:
                 name = f"class{c:02d}.png"
-                (run_dir / "training" / name).write_bytes(_raw(source, shots[0]))
+                (run_dir / "training" / name).write_bytes(source.raw(shots[0]))
             else:
                 name = f"class{c:02d}"
                 for s, ref in enumerate(shots, start=1):
                     (run_dir / "training" / name).mkdir(exist_ok=True)
-                    (run_dir / "training" / name / f"{s:02d}.png").write_bytes(_raw(source, ref))
+                    (run_dir / "training" / name / f"{s:02d}.png").write_bytes(source.raw(ref))
             class_names.append(name)
         lines = []
         for i, (ref, label) in enumerate(zip(run.queries, run.labels, strict=True), start=1):
             item = f"item{i:02d}.png"
-            (run_dir / "test" / item).write_bytes(_raw(source, ref))
+            (run_dir / "test" / item).write_bytes(source.raw(ref))
             lines.append(f"{run.name}/test/{item} {run.name}/training/{class_names[label]}")
         (run_dir / "class_labels.txt").write_text("\n".join(lines) + "\n")
         written.append(run_dir)
     return written
-
-
-def _raw(source, ref: str) -> bytes:
-    if isinstance(source, OmniglotImages):
-        return source.archive.read(ref)
-    return source.raw(ref)
 
 
 # --------------------------------------------------------------------------- CLI: make-runs

@@ -256,6 +256,10 @@ class _Collection:
     def __contains__(self, key: str) -> bool:
         return key in self.archive.members
 
+    def raw(self, key: str) -> bytes:
+        """The file's bytes exactly as stored."""
+        return self.archive.read(key)
+
 
 class OmniglotImages(_Collection):
     """The images of one split: ``image(key) -> bool (105, 105)``."""
