@@ -105,6 +105,7 @@ def token_model(library: Library, type_: Type) -> None:
     numpyro.sample("epsilon", dist.Uniform(library.epsilon_range[0], library.epsilon_range[1]))
 
 
+@jax.jit
 def sample_token(library: Library, type_: Type, *, key: jax.Array) -> Token:
     """Draw one token of ``type_``. jit/vmap-able."""
     tr = trace(seed(token_model, key)).get_trace(library, type_)
@@ -120,6 +121,7 @@ def sample_token(library: Library, type_: Type, *, key: jax.Array) -> Token:
     )
 
 
+@jax.jit
 def token_log_prob(library: Library, token: Token, type_: Type) -> jnp.ndarray:
     """``log P(token | type)`` (float scalar); jit/vmap/grad-able in the token's float fields.
 
@@ -140,6 +142,7 @@ def token_log_prob(library: Library, token: Token, type_: Type) -> jnp.ndarray:
     return logp
 
 
+@jax.jit
 def token_from_type(
     library: Library, type_: Type, blur: float = 1.0, epsilon: float = 1e-3
 ) -> Token:
@@ -158,6 +161,7 @@ def token_from_type(
     )
 
 
+@jax.jit
 def token_trajectories(token: Token) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Polylines of a token for ``render``: ``points f32 (S, J * P, 2)`` and ``mask bool
     (S, J * P)`` with ``P = POINTS_PER_SUBSTROKE``; valid points of a stroke come first."""

@@ -101,7 +101,8 @@ class PrimitiveChain(dist.Distribution):
     def log_prob(self, value):
         log_start = jnp.log(self.start)[value[..., 0]]
         log_trans = jnp.log(self.trans)[value[..., :-1], value[..., 1:]]
-        valid = jnp.arange(1, self.n_steps) < jnp.expand_dims(self.length, -1)
+        steps = jnp.arange(1, self.n_steps).reshape((1,) * jnp.ndim(self.length) + (-1,))
+        valid = steps < jnp.expand_dims(self.length, -1)
         return log_start + jnp.sum(jnp.where(valid, log_trans, 0.0), axis=-1)
 
 
@@ -115,12 +116,14 @@ def primitive_scale_dist(library: Library, ids: jnp.ndarray) -> dist.Distributio
     return dist.LogNormal(library.log_scale_mean[ids], library.log_scale_sd[ids])
 
 
-def position_dist(library: Library) -> dist.Distribution:
-    """Start position of an independent stroke: Gaussian mixture over the image, event ``(2,)``."""
-    components = dist.Normal(
-        library.position_centers, library.position_sd * jnp.ones_like(library.position_centers)
-    ).to_event(1)
-    return dist.MixtureSameFamily(dist.Categorical(probs=library.position_weights), components)
+def position_dist(library: Library, batch_shape: tuple[int, ...] = ()) -> dist.Distribution:
+    """Start position of an independent stroke: Gaussian mixture over the image, event ``(2,)``,
+    batch ``batch_shape`` (broadcast explicitly: numpyro's ``expand`` promotes ranks)."""
+    G = library.position_centers.shape[0]
+    centers = jnp.broadcast_to(library.position_centers, (*batch_shape, G, 2))
+    weights = jnp.broadcast_to(library.position_weights, (*batch_shape, G))
+    components = dist.Normal(centers, library.position_sd * jnp.ones_like(centers)).to_event(1)
+    return dist.MixtureSameFamily(dist.Categorical(probs=weights), components)
 
 
 def relation_probs(library: Library) -> jnp.ndarray:
@@ -145,7 +148,8 @@ def type_model(library: Library) -> None:
     ``position``."""
     S, J = MAX_STROKES, MAX_SUBSTROKES
     n_strokes = numpyro.sample("n_strokes", dist.Categorical(probs=library.n_strokes_probs)) + 1
-    n_sub_d = dist.Categorical(probs=library.n_sub_probs[n_strokes - 1]).expand([S])
+    n_sub_probs = jnp.broadcast_to(library.n_sub_probs[n_strokes - 1], (S, J))
+    n_sub_d = dist.Categorical(probs=n_sub_probs)
     stroke_mask = jnp.arange(S) < n_strokes
     n_sub = numpyro.sample("n_sub", n_sub_d.mask(stroke_mask)) + 1
     _, sub_mask = masks(n_strokes, n_sub)
@@ -165,7 +169,7 @@ def type_model(library: Library) -> None:
     numpyro.sample("parent_sub", dist.Categorical(probs=sub_choice).mask(along))
     numpyro.sample("along_t", dist.Uniform(jnp.zeros(S), jnp.ones(S)).mask(along))
     independent = stroke_mask & (relation == INDEPENDENT)
-    numpyro.sample("position", position_dist(library).expand([S]).mask(independent))
+    numpyro.sample("position", position_dist(library, (S,)).mask(independent))
 
 
 def _sites(type_: Type) -> dict[str, jnp.ndarray]:
@@ -175,6 +179,7 @@ def _sites(type_: Type) -> dict[str, jnp.ndarray]:
     return sites
 
 
+@jax.jit
 def sample_type(library: Library, *, key: jax.Array) -> Type:
     """Draw one character type from P(type). jit-able."""
     tr = trace(seed(type_model, key)).get_trace(library)
@@ -184,6 +189,7 @@ def sample_type(library: Library, *, key: jax.Array) -> Type:
     return Type(**values)
 
 
+@jax.jit
 def type_log_prob(library: Library, type_: Type) -> jnp.ndarray:
     """``log P(type)`` (float scalar). jit/vmap-able; differentiable in shapes, scales, along_t
     and position."""
@@ -200,6 +206,7 @@ def _site_log_probs(library: Library, type_: Type) -> dict[str, jnp.ndarray]:
     }
 
 
+@jax.jit
 def stroke_marginal_log_prob(
     library: Library, shapes: jnp.ndarray, scales: jnp.ndarray, n_sub: jnp.ndarray
 ) -> jnp.ndarray:
@@ -208,7 +215,7 @@ def stroke_marginal_log_prob(
     ``shapes (J, 5, 2)``, ``scales (J,)``, ``n_sub`` int ``()``. Returns a float scalar.
     """
     K = library.n_primitives
-    every = jnp.arange(K)
+    every = jnp.arange(K)[None, :]  # (1, K)
     emission = primitive_shape_dist(library, every).log_prob(
         shapes[:, None]
     ) + primitive_scale_dist(library, every).log_prob(scales[:, None])  # (J, K)
@@ -225,6 +232,7 @@ def stroke_marginal_log_prob(
     return jax.nn.logsumexp(alpha)
 
 
+@jax.jit
 def type_marginal_log_prob(library: Library, type_: Type) -> jnp.ndarray:
     """``log P(type)`` with the primitive ids summed out (``type_.ids`` is ignored)."""
     site = _site_log_probs(library, type_)
