@@ -1,0 +1,325 @@
+"""Pretrain the ViT backbone by classifying background characters (``conceptlearn pretrain-vit``).
+
+Each character (optionally each of its four quarter-turn rotations, as a class of its own) is a
+class; every batch is drawn and augmented inside one jitted step (random affine, stroke thickness,
+translation; see :mod:`conceptlearn.baselines.vit`). AdamW with linear warmup and cosine decay.
+The output folder holds ``params.npz`` + ``config.json`` (what the contenders read) and
+``train_state.npz`` (parameters, optimizer state, step and key in one atomic file), from which an
+interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm import tqdm
+
+from conceptlearn.baselines.vit import (
+    PRESETS,
+    AugmentConfig,
+    CheckpointError,
+    ViTConfig,
+    augment,
+    flatten_tree,
+    init_classifier,
+    read_npz,
+    save_checkpoint,
+    unflatten_like,
+    write_npz,
+)
+
+BACKGROUNDS = {"small1": "small1", "full": "background"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Pretraining hyperparameters."""
+
+    steps: int = 1000  # optimizer steps
+    batch: int = 128  # images per step
+    lr: float = 2e-3  # peak learning rate
+    warmup_frac: float = 0.05  # fraction of steps with linear warmup
+    weight_decay: float = 0.05
+    clip: float = 1.0  # global gradient-norm clip
+    label_smoothing: float = 0.1
+    rot_classes: bool = True  # each quarter-turn rotation of a character is a new class
+    augment: AugmentConfig = AugmentConfig()
+    ckpt_every: int = 250  # steps between checkpoints
+    seed: int = 0
+
+
+def load_background(background: str, root=None) -> np.ndarray:
+    """Background characters ``bool (n_chars, 20, 105, 105)`` for ``small1`` or ``full``."""
+    from conceptlearn.datasets.omniglot import OmniglotImages
+
+    if background not in BACKGROUNDS:
+        raise ValueError(f"unknown --background {background!r}; choose from {sorted(BACKGROUNDS)}")
+    images, _ = OmniglotImages(BACKGROUNDS[background], root).character_array()
+    return images
+
+
+def make_optimizer(tcfg: TrainConfig) -> optax.GradientTransformation:
+    warmup = max(1, int(tcfg.warmup_frac * tcfg.steps))
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, tcfg.lr, warmup, max(tcfg.steps, warmup + 1), tcfg.lr * 0.01
+    )
+    return optax.chain(
+        optax.clip_by_global_norm(tcfg.clip), optax.adamw(schedule, weight_decay=tcfg.weight_decay)
+    )
+
+
+def n_classes(n_chars: int, tcfg: TrainConfig) -> int:
+    return n_chars * (4 if tcfg.rot_classes else 1)
+
+
+def sample_batch(
+    key: jax.Array, data: jax.Array, tcfg: TrainConfig, size: int
+) -> tuple[jax.Array, jax.Array]:
+    """Draw and augment a batch: data ``bool (n_chars, 20, 105, 105)`` -> images
+    ``float32 (batch, size, size)``, labels ``int (batch,)``."""
+    n_chars, n_drawers = data.shape[:2]
+    k_char, k_drawer, k_rot, k_aug = jax.random.split(key, 4)
+    chars = jax.random.randint(k_char, (tcfg.batch,), 0, n_chars)
+    drawers = jax.random.randint(k_drawer, (tcfg.batch,), 0, n_drawers)
+    rots = (
+        jax.random.randint(k_rot, (tcfg.batch,), 0, 4)
+        if tcfg.rot_classes
+        else jnp.zeros(tcfg.batch, jnp.int32)
+    )
+    images = jax.vmap(lambda k, im, r: augment(k, im, tcfg.augment, size, r))(
+        jax.random.split(k_aug, tcfg.batch), data[chars, drawers], rots
+    )
+    labels = chars * 4 + rots if tcfg.rot_classes else chars
+    return images, labels
+
+
+def loss_fn(
+    model, images: jax.Array, labels: jax.Array, *, n_out: int, smoothing: float, key=None
+) -> jax.Array:
+    """Mean label-smoothed cross-entropy of ``model`` on one batch."""
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, n_out), smoothing)
+    return optax.softmax_cross_entropy(model(images, key=key), targets).mean()
+
+
+@functools.lru_cache(maxsize=8)
+def make_train_step(graphdef: nnx.GraphDef, cfg: ViTConfig, tcfg: TrainConfig, n_out: int):
+    """A jitted ``step(params, opt_state, data, key) -> (params, opt_state, loss)`` and the
+    optimizer; cached, so repeated runs with the same configs compile once."""
+    opt = make_optimizer(tcfg)
+
+    @jax.jit
+    def step(params, opt_state, data, key):
+        k_batch, k_drop = jax.random.split(key)
+        images, labels = sample_batch(k_batch, data, tcfg, cfg.image_size)
+
+        def loss(p):
+            drop = k_drop if cfg.dropout > 0 else None
+            return loss_fn(
+                nnx.merge(graphdef, p),
+                images,
+                labels,
+                n_out=n_out,
+                smoothing=tcfg.label_smoothing,
+                key=drop,
+            )
+
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    return step, opt
+
+
+def _meta(
+    cfg: ViTConfig, tcfg: TrainConfig, background: str, step: int, seconds: float
+) -> dict[str, Any]:
+    return json.loads(
+        json.dumps(
+            {
+                "train": dataclasses.asdict(tcfg),
+                "background": background,
+                "step": step,
+                "train_seconds": seconds,
+                "device": str(jax.devices()[0].device_kind),
+            }
+        )
+    )
+
+
+def pretrain(
+    out: str | Path,
+    *,
+    background: str = "small1",
+    cfg: ViTConfig = PRESETS["cpu"],
+    tcfg: TrainConfig = TrainConfig(),
+    root=None,
+    data: np.ndarray | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or resume) into folder ``out``; returns the final ``config.json`` dict.
+
+    ``data`` (``bool (n_chars, 20, 105, 105)``) replaces loading ``background`` (for tests).
+    Resuming requires the same model and training configs; a mismatch raises ``ValueError``.
+    """
+    out = Path(out)
+    data = load_background(background, root) if data is None else np.asarray(data, bool)
+    n_out = n_classes(data.shape[0], tcfg)
+    graphdef, params = init_classifier(cfg, n_out, tcfg.seed)
+    step_fn, opt = make_train_step(graphdef, cfg, tcfg, n_out)
+    opt_state = opt.init(params)
+    key = jax.random.key(tcfg.seed)
+    start, seconds = 0, 0.0
+    meta = _meta(cfg, tcfg, background, 0, 0.0)
+
+    state_path = out / "train_state.npz"
+    if state_path.exists():
+        previous = (
+            json.loads((out / "config.json").read_text()) if (out / "config.json").exists() else {}
+        )
+        wanted = {
+            "model": dataclasses.asdict(cfg),
+            "train": meta["train"],
+            "background": background,
+        }
+        if any(
+            json.loads(json.dumps(previous.get(k))) != json.loads(json.dumps(v))
+            for k, v in wanted.items()
+        ):
+            raise ValueError(
+                f"{out} holds a run with a different config; choose another --out or delete it"
+            )
+        arrays = read_npz(state_path)
+        template = {"params": params, "opt": opt_state}
+        restored = unflatten_like(template, arrays, str(state_path))
+        params, opt_state = restored["params"], restored["opt"]
+        try:
+            start, seconds = int(arrays["__step__"]), float(arrays["__seconds__"])
+            key = jax.random.wrap_key_data(jnp.asarray(arrays["__key__"]))
+        except (KeyError, ValueError, TypeError) as err:
+            raise CheckpointError(f"{state_path}: corrupt training state ({err})") from err
+
+    def checkpoint(step: int, elapsed: float) -> None:
+        arrays = flatten_tree({"params": params, "opt": opt_state})
+        arrays |= {
+            "__step__": np.asarray(step),
+            "__seconds__": np.asarray(elapsed),
+            "__key__": np.asarray(jax.random.key_data(key)),
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        write_npz(state_path, arrays)
+        save_checkpoint(out, cfg, params, _meta(cfg, tcfg, background, step, elapsed))
+
+    device_data = jnp.asarray(data)
+    bar = tqdm(
+        total=tcfg.steps, initial=start, desc="pretrain-vit", unit="step", disable=not progress
+    )
+    t0, running = time.perf_counter() - seconds, None
+    for step in range(start, tcfg.steps):
+        key, sub = jax.random.split(key)
+        params, opt_state, loss = step_fn(params, opt_state, device_data, sub)
+        if (step + 1) % 10 == 0 or step + 1 == tcfg.steps:
+            value = float(loss)
+            running = value if running is None else 0.9 * running + 0.1 * value
+            bar.set_postfix(loss=f"{running:.3f}")
+        bar.update(1)
+        if (step + 1) % tcfg.ckpt_every == 0 or step + 1 == tcfg.steps:
+            checkpoint(step + 1, time.perf_counter() - t0)
+    bar.close()
+    if start >= tcfg.steps and not (out / "params.npz").exists():
+        checkpoint(start, seconds)
+    return json.loads((out / "config.json").read_text())
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _parse_sets(items: list[str] | None) -> dict[str, Any]:
+    sets = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            sets[key] = json.loads(value)
+        except json.JSONDecodeError:
+            sets[key] = value
+    return sets
+
+
+def configs_from_args(args: argparse.Namespace) -> tuple[ViTConfig, TrainConfig]:
+    """Model and training configs from the CLI flags (``--set`` reaches either dataclass;
+    ``aug_<field>`` reaches the augmentation)."""
+    cfg = PRESETS[args.preset]
+    tcfg = TrainConfig(seed=args.seed)
+    model_fields = {f.name for f in dataclasses.fields(ViTConfig)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    aug_fields = {f.name for f in dataclasses.fields(AugmentConfig)}
+    for key, value in _parse_sets(args.set).items():
+        if key in model_fields:
+            cfg = dataclasses.replace(cfg, **{key: value})
+        elif key in train_fields and key != "augment":
+            tcfg = dataclasses.replace(tcfg, **{key: value})
+        elif key.startswith("aug_") and key[4:] in aug_fields:
+            value = tuple(value) if isinstance(value, list) else value
+            tcfg = dataclasses.replace(
+                tcfg, augment=dataclasses.replace(tcfg.augment, **{key[4:]: value})
+            )
+        else:
+            raise ValueError(
+                f"--set {key}: unknown; choose from {sorted(model_fields | train_fields)} or aug_<field>"
+            )
+    return cfg, tcfg
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--background",
+        choices=sorted(BACKGROUNDS),
+        default="small1",
+        help="background set [small1]",
+    )
+    parser.add_argument(
+        "--out", required=True, help="checkpoint folder (resumed if it holds a partial run)"
+    )
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default="cpu", help="architecture preset [cpu]"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a ViTConfig/TrainConfig field (repeatable)",
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="Omniglot folder (default: $CONCEPTLEARN_DATA or ./data/omniglot)",
+    )
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg, tcfg = configs_from_args(args)
+    config = pretrain(
+        args.out,
+        background=args.background,
+        cfg=cfg,
+        tcfg=tcfg,
+        root=args.data,
+        progress=not args.no_progress,
+    )
+    print(f"pretrain-vit: {config['step']} steps in {config['train_seconds']:.0f} s -> {args.out}")
+    return 0

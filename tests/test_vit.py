@@ -1,0 +1,218 @@
+"""The ViT comparator: model shapes, pretraining, checkpoints, per-episode fit (tiny configs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conceptlearn.baselines import vit
+from conceptlearn.baselines import vit_train as vt
+from conceptlearn.contenders import make_contender
+
+TINY = vit.PRESETS["tiny"]
+TINY_TRAIN = vt.TrainConfig(steps=20, batch=32, ckpt_every=10, lr=3e-3)
+
+
+@pytest.fixture(scope="module")
+def chars(small1_images):
+    """12 small1 characters: ``bool (12, 20, 105, 105)``."""
+    first = small1_images.all_characters()[:12]
+    return small1_images.character_array(first)[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, chars):
+    out = tmp_path_factory.mktemp("vit_ckpt")
+    vt.pretrain(out, cfg=TINY, tcfg=TINY_TRAIN, data=chars, progress=False)
+    return out
+
+
+def test_output_shapes():
+    graphdef, params = vit.init_classifier(TINY, 7)
+
+    @jax.jit
+    def outputs(params, images):
+        model = vit.nnx.merge(graphdef, params)
+        return model.backbone.embed(images), model.backbone(images), model(images)
+
+    tokens, features, logits = outputs(params, jnp.zeros((3, TINY.image_size, TINY.image_size)))
+    assert tokens.shape == (3, TINY.n_patches, TINY.width)
+    assert features.shape == (3, TINY.width) and logits.shape == (3, 7)
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        vit.ViTConfig(image_size=30, patch_size=4)
+
+
+def test_downsample_keeps_ink_and_position():
+    image = np.zeros((105, 105), bool)
+    image[30:45, 60:90] = True  # 15 x 30 block
+    render = jax.jit(vit.render, static_argnums=4)
+    small = np.asarray(render(jnp.asarray(image), jnp.eye(2), jnp.zeros(2), jnp.asarray(1), 35))
+    assert small.shape == (35, 35) and small.min() >= 0.0 and small.max() <= 1.0
+    assert small.sum() * 9 == pytest.approx(image.sum(), rel=0.02)  # coverage is area-preserving
+    rows, cols = np.nonzero(small > 0.5)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (10, 14, 20, 29)
+    # thickness variant 3 (+2 px) only adds ink; augmentation moves it but keeps it in frame.
+    thick = render(jnp.asarray(image), jnp.eye(2), jnp.zeros(2), jnp.asarray(3), 35)
+    assert float(thick.sum()) > float(small.sum())
+    view = jax.jit(vit.augment, static_argnums=(2, 3))(
+        jax.random.key(1), jnp.asarray(image), vit.AugmentConfig(), 35
+    )
+    assert view.shape == (35, 35) and 0.5 < float(view.sum()) / float(small.sum()) < 2.0
+
+
+def test_quarter_turn_is_exact():
+    image = np.zeros((105, 105), bool)
+    image[10:20, 70:100] = True
+    none = vit.AugmentConfig(strength=0.0)
+    augment = jax.jit(vit.augment, static_argnums=(2, 3))
+    turned = augment(jax.random.key(0), jnp.asarray(image), none, 35, 1)
+    expected = augment(jax.random.key(0), jnp.asarray(np.rot90(image, 1).copy()), none, 35, 0)
+    np.testing.assert_allclose(np.asarray(turned), np.asarray(expected), atol=1e-5)
+
+
+def test_training_steps_lower_the_loss(chars):
+    n_out = vt.n_classes(len(chars), TINY_TRAIN)
+    graphdef, params = vit.init_classifier(TINY, n_out, TINY_TRAIN.seed)
+    step, opt = vt.make_train_step(
+        graphdef, TINY, TINY_TRAIN, n_out
+    )  # cached: shared with pretrain
+    data = jnp.asarray(chars)
+
+    @jax.jit
+    def loss(p):
+        tcfg = dataclasses.replace(TINY_TRAIN, batch=128)
+        images, labels = vt.sample_batch(jax.random.key(99), data, tcfg, TINY.image_size)
+        return vt.loss_fn(vit.nnx.merge(graphdef, p), images, labels, n_out=n_out, smoothing=0.0)
+
+    before, opt_state = float(loss(params)), opt.init(params)
+    for i in range(TINY_TRAIN.steps):
+        params, opt_state, _ = step(params, opt_state, data, jax.random.key(i))
+    assert float(loss(params)) < before - 0.2
+
+
+def test_checkpoint_round_trip_and_corruption(tmp_path):
+    graphdef, params = vit.init_classifier(TINY, 5, seed=3)
+    vit.save_checkpoint(tmp_path, TINY, params, {"step": 7})
+    cfg, _, loaded, config = vit.load_checkpoint(tmp_path)
+    assert cfg == TINY and config["step"] == 7 and config["n_classes"] == 5
+    for a, b in zip(
+        jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(loaded), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    npz = tmp_path / "params.npz"
+    npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])  # truncated file
+    with pytest.raises(vit.CheckpointError, match="params.npz: corrupt checkpoint"):
+        vit.load_checkpoint(tmp_path)
+    np.savez(npz, **{"head/weight": np.zeros((5, TINY.width), np.float32)})  # arrays missing
+    with pytest.raises(vit.CheckpointError, match="params.npz: missing array"):
+        vit.load_checkpoint(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(vit.CheckpointError, match="config.json: corrupt"):
+        vit.load_checkpoint(tmp_path)
+    with pytest.raises(vit.CheckpointError, match="not found"):
+        vit.load_checkpoint(tmp_path / "nowhere")
+
+
+def test_pretrain_resumes_to_the_same_parameters(tmp_path, chars, tiny_checkpoint, monkeypatch):
+    calls = []
+    original = vt.save_checkpoint
+
+    def interrupt(*args, **kwargs):
+        original(*args, **kwargs)
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vt, "save_checkpoint", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        vt.pretrain(tmp_path, cfg=TINY, tcfg=TINY_TRAIN, data=chars, progress=False)
+    assert json.loads((tmp_path / "config.json").read_text())["step"] == TINY_TRAIN.ckpt_every
+    monkeypatch.setattr(vt, "save_checkpoint", original)
+    vt.pretrain(tmp_path, cfg=TINY, tcfg=TINY_TRAIN, data=chars, progress=False)
+    resumed, straight = vit.load_checkpoint(tmp_path)[2], vit.load_checkpoint(tiny_checkpoint)[2]
+    for a, b in zip(
+        jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(straight), strict=True
+    ):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="different config"):
+        vt.pretrain(
+            tmp_path,
+            cfg=TINY,
+            tcfg=dataclasses.replace(TINY_TRAIN, lr=1.0),
+            data=chars,
+            progress=False,
+        )
+
+
+def _support_accuracy(contender, state, support):
+    n_way, k = support.shape[:2]
+    scores = contender.scores(state, support.reshape(n_way * k, 105, 105), key=None)
+    return float((scores.argmax(1) == np.repeat(np.arange(n_way), k)).mean())
+
+
+# One fine-tuning config and one episode shape (6-way 3-shot) for every test: one compile.
+FIT = {"steps": 30, "lr": 1e-2, "train_blocks": "all", "views": 2, "batch": 36, "aug_strength": 0.3}
+
+
+def test_finetuning_raises_support_accuracy(chars, tiny_checkpoint):
+    support = chars[6:12, 4:7]
+    proto = make_contender("vit-proto", checkpoint=str(tiny_checkpoint))
+    tuned = make_contender("vit", checkpoint=str(tiny_checkpoint), overrides=FIT)
+    before = _support_accuracy(proto, proto.fit(support, key=jax.random.key(0)), support)
+    state = tuned.fit(support, key=jax.random.key(0))
+    after = _support_accuracy(tuned, state, support)
+    assert before < 0.9 and after > before
+    assert state.losses.shape == (FIT["steps"],) and state.losses[-1] < 0.7 * state.losses[0]
+
+
+def test_proto_is_nearest_cosine_class_mean(chars, tiny_checkpoint):
+    proto = make_contender("vit-proto", checkpoint=str(tiny_checkpoint))
+    support, queries = chars[6:12, 4:7], chars[6:12, 10]
+    scores = proto.scores(proto.fit(support, key=jax.random.key(0)), queries, key=None)
+
+    graphdef = vit.nnx.graphdef(vit.ViT(proto.cfg, rngs=vit.nnx.Rngs(0)))
+
+    @jax.jit
+    def features(images):
+        f = vit.nnx.merge(graphdef, proto.backbone)(vit._embed_views(proto.cfg, images))
+        return f / jnp.linalg.norm(f, axis=1, keepdims=True)
+
+    means = np.asarray(features(support.reshape(18, 105, 105))).reshape(6, 3, -1).mean(1)
+    cos = np.asarray(features(queries)) @ (means / np.linalg.norm(means, axis=1, keepdims=True)).T
+    np.testing.assert_allclose(scores, 10.0 * cos, rtol=1e-4, atol=1e-4)
+
+
+def test_same_seed_same_scores_and_no_retrace(chars, tiny_checkpoint):
+    tuned = make_contender("vit", checkpoint=str(tiny_checkpoint), overrides=FIT)
+    episode_a, episode_b, queries = chars[:6, :3], chars[6:12, :3], chars[:6, 19]
+    run = lambda c, support, k: c.scores(c.fit(support, key=jax.random.key(k)), queries, key=None)  # noqa: E731
+    first = run(tuned, episode_a, 0)
+    traces = vit.TRACE_COUNTS["fit_episode"]
+    np.testing.assert_array_equal(first, run(tuned, episode_a, 0))
+    assert not np.allclose(first, run(tuned, episode_a, 1))  # the key drives augmentation
+    run(tuned, episode_b, 2)
+    assert vit.TRACE_COUNTS["fit_episode"] == traces  # another episode, same shape: no retrace
+
+    scratch = [
+        make_contender("vit-scratch", seed=4, overrides=FIT | {"preset": "tiny"}) for _ in range(2)
+    ]
+    np.testing.assert_array_equal(run(scratch[0], episode_a, 0), run(scratch[1], episode_a, 0))
+    assert vit.TRACE_COUNTS["fit_episode"] == traces  # the scratch model shares the compiled fit
+    assert not np.allclose(first, run(scratch[0], episode_a, 0))
+
+
+def test_contender_options_are_checked(tiny_checkpoint):
+    with pytest.raises(ValueError, match="needs --checkpoint"):
+        make_contender("vit")
+    with pytest.raises(ValueError, match="unknown vit override"):
+        make_contender("vit", checkpoint=str(tiny_checkpoint), overrides={"stepz": 3})
+    with pytest.raises(ValueError, match="train_blocks"):
+        make_contender("vit", checkpoint=str(tiny_checkpoint), overrides={"train_blocks": 9})
+    c = make_contender("vit", checkpoint=str(tiny_checkpoint), overrides={"aug_rotate_deg": 3.0})
+    assert c.config["finetune"]["augment"]["rotate_deg"] == 3.0
+    json.dumps(c.config)
