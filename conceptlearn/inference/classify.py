@@ -6,8 +6,10 @@ For a query image ``I_T`` and a class image ``I_C`` the score is BPL's two-way s
 
 with ``log P(I_T | I_C) = logsumexp_k [log w_k + max_theta log P(I_T | theta) P(theta | parse_k)]``
 over the ``K`` best parses of ``I_C`` (:func:`conceptlearn.inference.fit.parse_image`), ``theta``
-the token variables refit to ``I_T`` (:func:`conceptlearn.inference.fit.refit_token`), and
-``log P(I_C) ~ logsumexp_k log P(I_C, parse_k)``.
+the token variables refit to ``I_T`` (:func:`conceptlearn.inference.fit.refit_token`). The
+evidence ``log P(I_C)`` is estimated with the same refit, of ``I_C``'s own parses to ``I_C``
+(``logsumexp_k [log w_k + refit(parse_k -> I_C)]``), so that the second and third terms form a
+calibrated ratio: how much worse ``I_T``'s programs explain ``I_C`` than ``I_C``'s own do.
 
 Stages (every knob in :class:`BPLConfig`):
 
@@ -90,15 +92,27 @@ def refit_batch(points, mask, images, cfg: FitConfig, n_steps: int) -> jax.Array
 
 class State(NamedTuple):
     """What ``fit`` learns from the support set: the parses of every support image (leading axes
-    ``(n_way, k)``) and the images themselves (``bool (n_way, k, 105, 105)``)."""
+    ``(n_way, k)``), the images themselves (``bool (n_way, k, 105, 105)``) and their log
+    evidence ``f32 (n_way, k)``."""
 
     parses: Parse
     images: jax.Array
+    log_evidence: jax.Array
 
 
-def _log_evidence(parse: Parse) -> jax.Array:
-    """``log P(I) ~ logsumexp`` of the K parses' joint scores; ``(..., K) -> (...)``."""
-    return logsumexp(parse.log_post, axis=-1)
+def log_evidence(parses: Parse, images, cfg: FitConfig) -> jax.Array:
+    """``log P(I) ~ logsumexp_k [log w_k + refit(parse_k -> I)]`` for parses with leading axes
+    ``(n, K)`` of ``images bool (n, 105, 105)`` -> ``f32 (n,)``."""
+    n, K, S, P = parses.mask.shape
+    ims = jnp.broadcast_to(images[:, None], (n, K, IMAGE_SIZE, IMAGE_SIZE))
+    own = refit_batch(
+        parses.points.reshape(-1, S, P, 2),
+        parses.mask.reshape(-1, S, P),
+        ims.reshape(-1, IMAGE_SIZE, IMAGE_SIZE),
+        cfg,
+        cfg.refit_steps,
+    ).reshape(n, K)
+    return logsumexp(parses.log_weight + own, axis=-1)
 
 
 class BPLContender:
@@ -124,8 +138,13 @@ class BPLContender:
         n_way, k = support.shape[:2]
         flat = np.stack([as_image(im) for im in support.reshape(n_way * k, *support.shape[2:])])
         parses = parse_images(flat, self.cfg, self._seed(key))
+        if self.cfg.two_way:
+            evidence = log_evidence(parses, jnp.asarray(flat), self.cfg).reshape(n_way, k)
+        else:
+            evidence = jnp.zeros((n_way, k))
         parses = jax.tree.map(lambda x: x.reshape(n_way, k, *x.shape[1:]), parses)
-        return State(parses, jnp.asarray(flat.reshape(n_way, k, IMAGE_SIZE, IMAGE_SIZE)))
+        images = jnp.asarray(flat.reshape(n_way, k, IMAGE_SIZE, IMAGE_SIZE))
+        return State(parses, images, evidence)
 
     def scores(self, state: State, queries: np.ndarray, *, key: Any = None) -> np.ndarray:
         queries = np.asarray(queries)
@@ -189,7 +208,7 @@ def score_queries(state: State, q_parses: Parse, q_images, cfg: BPLConfig) -> ja
             cfg.refit_steps,
         ).reshape(n_query, width, k, K)
         back = logsumexp(q_parses.log_weight[:, None, None] + bwd, axis=-1)
-        per_shot = one_way + back - _log_evidence(c)[kept]
+        per_shot = one_way + back - state.log_evidence[kept]
     else:
         per_shot = one_way
     full = logsumexp(per_shot, axis=-1) - jnp.log(k)  # (n_query, width)

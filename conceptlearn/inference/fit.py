@@ -49,12 +49,14 @@ class FitConfig:
     refit_steps: int = 30  # Adam steps when refitting a parse's token to another image
     refit_lr: float = 0.6
     blur_start: float = 3.0  # blur sigma (px) at the first step; geometric down to blur_sigma
-    blur_sigma: float = 1.0  # blur sigma (px) of the score
+    blur_sigma: float = 2.0  # blur sigma (px) of the score
     epsilon: float = 0.02  # pixel-flip probability of the score
     n_samples: int = 48  # renderer arc-length samples per stroke
     smooth_sigma: float = 2.0  # px: std of a trajectory's second differences (parse prior)
     stroke_cost: float = 20.0  # nats per stroke (parse prior)
-    motor_sigma: float = 1.5  # px: std of per-point motor noise (token prior)
+    motor_sigma: float = 0.7  # px: std of per-point motor noise (token prior)
+    stroke_sigma: float = 3.0  # px: std of each stroke's shift (token prior)
+    width_sigma: float = 0.3  # std of the log pen width (token prior)
     scale_sigma: float = 0.15  # std of log scale (token prior)
     shift_sigma: float = 8.0  # px: std of the translation (token prior)
     ink_spread: float | None = None  # renderer InkParams overrides (None: DEFAULT_INK)
@@ -165,33 +167,52 @@ def parse_image(image: np.ndarray, cfg: FitConfig, *, seed: int = 0) -> Parse:
 
 
 class Token(NamedTuple):
-    """Token variables of a refit: ``log_scale f32 (2,)``, ``shift f32 (2,)`` px, ``motor``
-    ``f32 (S, P, 2)`` px per-point noise."""
+    """Token variables of a refit: ``log_scale f32 (2,)``, ``shift f32 (2,)`` px,
+    ``stroke_shift f32 (S, 2)`` px per stroke (relation jitter), ``motor f32 (S, P, 2)`` px
+    per-point motor noise, ``log_width f32 ()`` pen width relative to the default ink."""
 
     log_scale: jax.Array
     shift: jax.Array
+    stroke_shift: jax.Array
     motor: jax.Array
+    log_width: jax.Array
 
 
 def token_points(points, mask, token: Token) -> jax.Array:
-    """Apply ``token`` to a parse's ``points f32 (S, P, 2)``: motor noise, then scale about the
-    parse's centre of mass, then shift."""
+    """Apply ``token`` to a parse's ``points f32 (S, P, 2)``: motor noise and stroke shifts,
+    then scale about the parse's centre of mass, then shift."""
     w = mask[..., None].astype(points.dtype)
     centre = jnp.sum(points * w, (0, 1)) / jnp.maximum(jnp.sum(w), 1.0)
-    moved = points + token.motor
-    return (moved - centre) * jnp.exp(token.log_scale) + centre + token.shift
+    moved = points + token.motor + token.stroke_shift[:, None, :]
+    scale, offset = jnp.exp(token.log_scale)[None, None], (centre + token.shift)[None, None]
+    return (moved - centre[None, None]) * scale + offset
+
+
+def token_ink(token: Token, cfg: FitConfig) -> InkParams:
+    """The pen of ``token``: default ink with spread and gain both scaled by ``exp(log_width)``,
+    which scales the line profile's width and keeps its peak."""
+    from conceptlearn.model.render import DEFAULT_INK
+
+    base = _ink(cfg) or DEFAULT_INK
+    w = jnp.exp(token.log_width)
+    return InkParams(spread=base.spread * w, gain=base.gain * w)
 
 
 def token_log_prior(token: Token, mask, cfg: FitConfig) -> jax.Array:
     """Gaussian token prior (without normalising constants): ``f32 ()``."""
     motor = jnp.sum(jnp.where(mask[..., None], token.motor**2, 0.0)) / cfg.motor_sigma**2
+    used = jnp.any(mask, -1)[:, None]
+    jitter = jnp.sum(jnp.where(used, token.stroke_shift**2, 0.0)) / cfg.stroke_sigma**2
     scale = jnp.sum(token.log_scale**2) / cfg.scale_sigma**2
     shift = jnp.sum(token.shift**2) / cfg.shift_sigma**2
-    return -0.5 * (motor + scale + shift)
+    width = token.log_width**2 / cfg.width_sigma**2
+    return -0.5 * (motor + jitter + scale + shift + width)
 
 
-# Preconditioning: the optimiser sees log-scale in px at this radius, so one lr fits all.
+# Preconditioning: the optimiser sees log-scale and log-width in px at these radii, so one
+# learning rate (px per step) fits every variable.
 _SCALE_PX = 30.0
+_WIDTH_PX = 3.0
 
 
 def refit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None) -> jax.Array:
@@ -202,30 +223,32 @@ def refit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None)
 
 def fit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None):
     """Refit one parse's token to ``image`` (see :func:`refit_token`); returns the score
-    ``f32 ()`` and the refit trajectories ``f32 (S, P, 2)``. The initial shift aligns the
-    parse's centre of mass with the image's ink centre."""
+    ``f32 ()``, the refit trajectories ``f32 (S, P, 2)`` and the :class:`Token`. The initial
+    shift aligns the parse's centre of mass with the image's ink centre."""
     img = image.astype(jnp.float32)
-    rows, cols = (
-        jnp.arange(img.shape[0], dtype=jnp.float32),
-        jnp.arange(img.shape[1], dtype=jnp.float32),
-    )
+    rows = jnp.arange(img.shape[0], dtype=jnp.float32)
+    cols = jnp.arange(img.shape[1], dtype=jnp.float32)
     mass = jnp.maximum(jnp.sum(img), 1.0)
     ink_centre = jnp.stack([jnp.sum(img.sum(0) * cols), jnp.sum(img.sum(1) * rows)]) / mass
     w = mask[..., None].astype(points.dtype)
     centre = jnp.sum(points * w, (0, 1)) / jnp.maximum(jnp.sum(w), 1.0)
     shift0 = jnp.where(jnp.sum(img) > 0, ink_centre - centre, 0.0)
-    init = Token(jnp.zeros(2), shift0, jnp.zeros_like(points))
+    n_strokes = points.shape[0]
+    u0 = Token(
+        jnp.zeros(2), shift0, jnp.zeros((n_strokes, 2)), jnp.zeros_like(points), jnp.zeros(())
+    )
 
     def unpack(u: Token) -> Token:
-        return Token(u.log_scale / _SCALE_PX, u.shift, u.motor)
+        return u._replace(log_scale=u.log_scale / _SCALE_PX, log_width=u.log_width / _WIDTH_PX)
 
     def objective(u: Token, sigma):
         tok = unpack(u)
-        return image_log_lik(token_points(points, mask, tok), mask, image, sigma, cfg) + (
-            token_log_prior(tok, mask, cfg)
-        )
+        pts = token_points(points, mask, tok)
+        ink = render(pts, mask, token_ink(tok, cfg), n_samples=cfg.n_samples)
+        ll = log_likelihood(pixel_probs(ink, sigma, cfg.epsilon), image)
+        return ll + token_log_prior(tok, mask, cfg)
 
-    u0 = Token(init.log_scale * _SCALE_PX, init.shift, init.motor)
     steps = cfg.refit_steps if n_steps is None else n_steps
     u = _optimise(lambda u, s: -objective(u, s), u0, steps, cfg.refit_lr, cfg)
-    return objective(u, cfg.blur_sigma), token_points(points, mask, unpack(u))
+    tok = unpack(u)
+    return objective(u, cfg.blur_sigma), token_points(points, mask, tok), tok

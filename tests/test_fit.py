@@ -1,0 +1,141 @@
+"""Top-down refinement and token refits (conceptlearn.inference.fit)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from conceptlearn.inference.fit import (
+    FitConfig,
+    Token,
+    parse_image,
+    parse_log_prior,
+    refine_parses,
+    refit_token,
+    token_log_prior,
+    top_k,
+)
+from conceptlearn.model.render import render
+
+CFG = FitConfig(
+    max_candidates=3,
+    max_strokes=3,
+    n_points=8,
+    n_parses=2,
+    parse_steps=6,
+    refit_steps=8,
+    n_samples=24,
+)
+
+
+def _image(strokes: list[np.ndarray]) -> np.ndarray:
+    """Known strokes ``(8, 2)`` -> bool image via the model's own renderer."""
+    pts = np.zeros((3, 8, 2), np.float32)
+    mask = np.zeros((3, 8), bool)
+    for i, s in enumerate(strokes):
+        pts[i], mask[i] = s, True
+    return np.asarray(render(jnp.asarray(pts), jnp.asarray(mask))) > 0.5
+
+
+def _line(a, b):
+    return np.linspace(a, b, 8).astype(np.float32)
+
+
+CROSS = [_line([25, 50], [80, 50]), _line([52, 20], [52, 85])]
+BAR = [_line([20, 30], [85, 80])]
+
+
+def test_refinement_does_not_lower_the_posterior():
+    image = jnp.asarray(_image(CROSS))
+    pts = np.stack([np.stack(CROSS + [CROSS[0]])] * 3) + np.float32(3.0)  # shifted by 3 px
+    mask = np.zeros((3, 3, 8), bool)
+    mask[:, :2] = True
+    valid = np.array([True, True, False])
+    before = refine_parses(
+        pts, mask, valid, image, cfg=FitConfig(**{**CFG.__dict__, "parse_steps": 0})
+    )
+    after = refine_parses(pts, mask, valid, image, cfg=CFG)
+    post_b, post_a = before[1] + before[2], after[1] + after[2]
+    assert np.all(np.asarray(post_a[:2]) > np.asarray(post_b[:2]))
+    assert np.isneginf(post_a[2])
+
+
+def test_top_k_weights_are_normalised_and_skip_invalid():
+    log_post = jnp.array([-5.0, -jnp.inf, -3.0, -4.0])
+    pts = jnp.arange(4, dtype=jnp.float32)[:, None, None, None] * jnp.ones((4, 1, 2, 2))
+    p = top_k(pts, jnp.ones((4, 1, 2), bool), log_post, 2)
+    np.testing.assert_allclose(np.asarray(p.points[:, 0, 0, 0]), [2.0, 3.0])
+    np.testing.assert_allclose(float(jnp.sum(jnp.exp(p.log_weight))), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(p.log_weight), np.log([1, np.exp(-1)]) - np.log1p(np.exp(-1)), rtol=1e-5
+    )
+
+
+def test_token_prior_matches_gaussian_log_density_up_to_a_constant():
+    rng = np.random.default_rng(0)
+    mask = np.zeros((3, 8), bool)
+    mask[0] = True
+    tok = Token(
+        jnp.asarray(rng.normal(size=2), jnp.float32) * 0.1,
+        jnp.asarray(rng.normal(size=2), jnp.float32),
+        jnp.asarray(rng.normal(size=(3, 2)), jnp.float32),
+        jnp.asarray(rng.normal(size=(3, 8, 2)), jnp.float32),
+        jnp.float32(0.2),
+    )
+    ref = (
+        stats.norm(0, CFG.scale_sigma).logpdf(np.asarray(tok.log_scale)).sum()
+        + stats.norm(0, CFG.shift_sigma).logpdf(np.asarray(tok.shift)).sum()
+        + stats.norm(0, CFG.stroke_sigma).logpdf(np.asarray(tok.stroke_shift[0])).sum()
+        + stats.norm(0, CFG.motor_sigma).logpdf(np.asarray(tok.motor[0])).sum()
+        + stats.norm(0, CFG.width_sigma).logpdf(0.2)
+    )
+    const = (
+        stats.norm(0, CFG.scale_sigma).logpdf(0) * 2
+        + stats.norm(0, CFG.shift_sigma).logpdf(0) * 2
+        + stats.norm(0, CFG.stroke_sigma).logpdf(0) * 2
+        + stats.norm(0, CFG.motor_sigma).logpdf(0) * 16
+        + stats.norm(0, CFG.width_sigma).logpdf(0)
+    )
+    np.testing.assert_allclose(
+        float(token_log_prior(tok, jnp.asarray(mask), CFG)), ref - const, rtol=1e-4
+    )
+
+
+def test_parse_prior_gradient_matches_finite_differences():
+    rng = np.random.default_rng(1)
+    pts = jnp.asarray(rng.normal(size=(3, 8, 2)) * 5 + 50, jnp.float32)
+    mask = jnp.asarray(np.arange(8)[None] < np.array([[8], [5], [0]]))
+    g = jax.grad(parse_log_prior)(pts, mask, CFG)
+    h = 1e-2
+    for idx in [(0, 3, 0), (1, 2, 1), (1, 6, 0)]:
+        e = jnp.zeros_like(pts).at[idx].set(h)
+        fd = (parse_log_prior(pts + e, mask, CFG) - parse_log_prior(pts - e, mask, CFG)) / (2 * h)
+        np.testing.assert_allclose(float(g[idx]), float(fd), rtol=2e-2, atol=1e-3)
+    assert float(g[1, 6, 0]) == 0.0  # masked point
+
+
+def test_parse_and_refit_prefer_the_right_shape():
+    cross, bar = _image(CROSS), _image(BAR)
+    parse = parse_image(cross, CFG)
+    assert parse.points.shape == (2, 3, 8, 2)
+    np.testing.assert_allclose(float(jnp.sum(jnp.exp(parse.log_weight))), 1.0, rtol=1e-4)
+    shifted = np.roll(cross, (2, -3), axis=(0, 1))
+    same = refit_token(parse.points[0], parse.mask[0], jnp.asarray(shifted), CFG)
+    other = refit_token(parse.points[0], parse.mask[0], jnp.asarray(bar), CFG)
+    assert np.isfinite(float(same)) and float(same) > float(other) + 50
+
+
+@pytest.mark.parametrize("kind", ["blank", "full", "noise"])
+def test_refit_is_finite_on_degenerate_images(kind):
+    image = {
+        "blank": np.zeros((105, 105), bool),
+        "full": np.ones((105, 105), bool),
+        "noise": np.random.default_rng(2).random((105, 105)) < 0.5,
+    }[kind]
+    parse = parse_image(image, CFG)
+    assert np.all(np.isfinite(np.asarray(parse.points)))
+    score = refit_token(parse.points[0], parse.mask[0], jnp.asarray(_image(CROSS)), CFG)
+    assert np.isfinite(float(score))
