@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from conceptlearn.datasets.omniglot import OmniglotImages, OmniglotStrokes
-from conceptlearn.model.image import image_log_likelihood
+from conceptlearn.model.image import log_likelihood, pixel_probs
 from conceptlearn.model.library import MAX_STROKES, N_POINTS
 from conceptlearn.model.render import DEFAULT_INK, N_SAMPLES, pad_strokes, render
 from conceptlearn.model.splines import resample_stroke
@@ -66,6 +67,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/bench_render.json"))
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--n-samples", type=int, default=N_SAMPLES, help="arc samples per stroke")
     args = parser.parse_args(argv)
 
     points, mask, images = map(jnp.asarray, drawings(args.batch, args.root))
@@ -73,9 +75,16 @@ def main(argv=None) -> int:
     blur_sigma = jnp.full((batch,), 1.0, jnp.float32)
     epsilon = jnp.full((batch,), 0.01, jnp.float32)
 
-    render_batch = jax.jit(jax.vmap(render))
-    loglik_and_grad = jax.jit(jax.vmap(jax.value_and_grad(image_log_likelihood)))
-    loglik = jax.jit(jax.vmap(image_log_likelihood))
+    def render_one(points, mask):
+        return render(points, mask, n_samples=args.n_samples)
+
+    def loglik_one(points, mask, image, blur_sigma, epsilon):
+        probs = pixel_probs(render_one(points, mask), blur_sigma, epsilon)
+        return log_likelihood(probs, image)
+
+    render_batch = jax.jit(jax.vmap(render_one))
+    loglik = jax.jit(jax.vmap(loglik_one))
+    loglik_and_grad = jax.jit(jax.vmap(jax.value_and_grad(loglik_one)))
 
     results = {}
     for name, fn, fn_args in [
@@ -98,8 +107,9 @@ def main(argv=None) -> int:
         "backend": jax.default_backend(),
         "host": platform.processor() or platform.machine(),
         "jax_version": jax.__version__,
+        "load_average_1_5_15": list(os.getloadavg()),  # other jobs sharing the CPU
         "batch": batch,
-        "shape": {"points": list(points.shape[1:]), "n_samples_per_stroke": N_SAMPLES},
+        "shape": {"points": list(points.shape[1:]), "n_samples_per_stroke": args.n_samples},
         "ink": DEFAULT_INK._asdict(),
         "repeats": args.repeats,
         **results,
