@@ -1,0 +1,96 @@
+"""The bpl contender: finite scores on odd images, a tiny episode, no retrace, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from scipy import ndimage
+from skimage.draw import line
+
+from conceptlearn.contenders import make_contender
+from conceptlearn.inference.fit import TRACE_COUNT
+
+TINY = {
+    "max_candidates": 2,
+    "max_strokes": 3,
+    "n_points": 8,
+    "n_parses": 2,
+    "parse_steps": 4,
+    "refit_steps": 6,
+    "prune_steps": 2,
+    "prune_width": 2,
+    "n_samples": 16,
+}
+
+
+def _draw(strokes, shift=(0, 0)) -> np.ndarray:
+    img = np.zeros((105, 105), bool)
+    for s in strokes:
+        s = np.asarray(s, float) + np.asarray(shift, float)
+        for (c0, r0), (c1, r1) in zip(s[:-1], s[1:], strict=True):
+            rr, cc = line(int(r0), int(c0), int(r1), int(c1))
+            img[rr, cc] = True
+    return ndimage.binary_dilation(img, iterations=2)
+
+
+SHAPES = [
+    [[[20, 50], [85, 50]], [[52, 15], [52, 90]]],  # plus
+    [[[20, 20], [20, 85], [85, 85]]],  # L
+    [[[15, 85], [50, 15], [88, 85]]],  # caret
+]
+
+
+@pytest.fixture(scope="module")
+def contender():
+    return make_contender("bpl", seed=0, quick=True, overrides=TINY)
+
+
+def _episode(shift):
+    support = np.stack([_draw(s)[None] for s in SHAPES])  # (3, 1, 105, 105)
+    queries = np.stack([_draw(SHAPES[i], shift) for i in (2, 0, 1)])
+    return support, queries, np.array([2, 0, 1])
+
+
+def test_tiny_episode_no_retrace_and_determinism(contender):
+    support, queries, labels = _episode((3, -2))
+    key = jax.random.key(0)
+    state = contender.fit(support, key=key)
+    scores = contender.scores(state, queries, key=key)
+    assert scores.shape == (3, 3) and np.all(np.isfinite(scores))
+    np.testing.assert_array_equal(scores.argmax(1), labels)
+    # same seed, same numbers
+    again = contender.scores(contender.fit(support, key=key), queries, key=key)
+    np.testing.assert_array_equal(scores, again)
+    # another episode of the same shape: nothing is traced again
+    traced = dict(TRACE_COUNT)
+    support2, queries2, labels2 = _episode((-2, 4))
+    s2 = contender.scores(contender.fit(support2[::-1], key=key), queries2, key=key)
+    assert dict(TRACE_COUNT) == traced
+    np.testing.assert_array_equal(s2.argmax(1), 2 - labels2)
+
+
+def test_scores_finite_on_odd_queries(contender):
+    support, _, _ = _episode((0, 0))
+    rng = np.random.default_rng(0)
+    odd = np.stack(
+        [np.zeros((105, 105), bool), np.ones((105, 105), bool), rng.random((105, 105)) < 0.3]
+    )
+    state = contender.fit(support, key=jax.random.key(1))
+    scores = contender.scores(state, odd, key=jax.random.key(2))
+    assert scores.shape == (3, 3) and np.all(np.isfinite(scores))
+    # images that are not 105 x 105 are resized (documented in classify.py)
+    small = _draw(SHAPES[0])[::3, ::3]
+    s = contender.scores(state, small[None], key=jax.random.key(2))
+    assert np.all(np.isfinite(s)) and s.argmax() == 0
+
+
+def test_config_and_bad_input(contender):
+    json.dumps(contender.config)
+    assert contender.config["prune_width"] == 2
+    with pytest.raises(ValueError, match="unknown bpl overrides"):
+        make_contender("bpl", overrides={"no_such_knob": 1})
+    with pytest.raises(ValueError, match="support must be"):
+        contender.fit(np.zeros((3, 105, 105), bool))
