@@ -58,7 +58,7 @@ QUICK = BPLConfig(
     parse_steps=10,
     refit_steps=20,
     n_samples=24,
-    prune_width=3,
+    prune_width=4,
     prune_steps=6,
 )
 
