@@ -47,7 +47,18 @@ IMAGE_SIZE = 105.0
 class LearnConfig:
     """Knobs of ``learn_library`` (every one changes the numbers)."""
 
-    k_grid: tuple[int, ...] = (1, 10, 25, 50, 100, 150, 200, 300, 400)  # candidate primitive counts
+    k_grid: tuple[int, ...] = (
+        1,
+        10,
+        25,
+        50,
+        100,
+        200,
+        300,
+        400,
+        600,
+        800,
+    )  # candidate primitive counts
     n_primitives: int | None = None  # fix the count instead of choosing it
     heldout_fraction: float = 0.2  # share of characters held out to choose the count
     kmeans_iters: int = 40
@@ -374,9 +385,14 @@ def drawing_types(library: Library, drawings: list[Drawing]):
 _type_log_probs = jax.jit(jax.vmap(type_marginal_log_prob, in_axes=(None, 0)))
 
 
-def drawing_log_probs(library: Library, drawings: list[Drawing]) -> np.ndarray:
+def drawing_log_probs(library: Library, drawings: list[Drawing], batch: int = 64) -> np.ndarray:
     """``log P(type)`` of every drawing with primitive ids summed out: ``(n_drawings,)``."""
-    return np.asarray(_type_log_probs(library, drawing_types(library, drawings)))
+    out = []
+    for i in range(0, len(drawings), batch):
+        chunk = drawings[i : i + batch]
+        types = drawing_types(library, chunk + chunk[-1:] * (batch - len(chunk)))  # fixed shape
+        out.append(np.asarray(_type_log_probs(library, types))[: len(chunk)])
+    return np.concatenate(out)
 
 
 # --- CLI ----------------------------------------------------------------------------------

@@ -174,5 +174,6 @@ def token_trajectories(token: Token) -> tuple[jnp.ndarray, jnp.ndarray]:
     mask = jnp.repeat(sub_mask, P, axis=1)
     weight = mask.astype(points.dtype)[..., None]
     com = jnp.sum(points * weight, axis=(0, 1)) / jnp.maximum(jnp.sum(weight), 1.0)
-    warped = (points - com) * token.affine[:2] + com + token.affine[2:]
+    scale, shift, com = token.affine[None, None, :2], token.affine[None, None, 2:], com[None, None]
+    warped = (points - com) * scale + com + shift
     return warped, mask

@@ -219,12 +219,12 @@ def stroke_marginal_log_prob(
     emission = primitive_shape_dist(library, every).log_prob(
         shapes[:, None]
     ) + primitive_scale_dist(library, every).log_prob(scales[:, None])  # (J, K)
-    log_trans = jnp.log(library.trans_probs)
     alpha0 = jnp.log(library.start_probs) + emission[0]
 
     def step(alpha, inputs):
         e, valid = inputs
-        new = jax.nn.logsumexp(alpha[:, None] + log_trans, axis=0) + e
+        top = jax.lax.stop_gradient(jnp.max(alpha))  # log-sum-exp as a (K,) @ (K, K) product
+        new = jnp.log(jnp.exp(alpha - top) @ library.trans_probs) + top + e
         return jnp.where(valid, new, alpha), None
 
     valid = jnp.arange(1, MAX_SUBSTROKES) < n_sub

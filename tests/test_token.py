@@ -1,0 +1,182 @@
+"""P(token | type): reference density, gradients, samples; trajectories for the renderer."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from conceptlearn.model.library import (
+    END_OF,
+    MAX_STROKES,
+    MAX_SUBSTROKES,
+    POINTS_PER_SUBSTROKE,
+    toy_library,
+)
+from conceptlearn.model.token import (
+    Token,
+    anchors,
+    sample_token,
+    token_from_type,
+    token_log_prob,
+    token_trajectories,
+)
+from conceptlearn.model.type_prior import masks, sample_type, type_from_splines
+
+N_SAMPLES = 2000
+
+
+@pytest.fixture(scope="module")
+def library():
+    return toy_library(n_primitives=3, seed=1)
+
+
+@pytest.fixture(scope="module")
+def type_(library):
+    """A sampled type with several strokes and at least one dependent stroke."""
+    for i in range(200):
+        t = sample_type(library, key=jax.random.key(i))
+        if int(t.n_strokes) >= 3 and np.any(np.asarray(t.relation)[1 : int(t.n_strokes)] > 0):
+            return t
+    raise AssertionError("no suitable type sampled")
+
+
+@pytest.fixture(scope="module")
+def tokens(library, type_):
+    keys = jax.random.split(jax.random.key(7), N_SAMPLES)
+    return jax.jit(jax.vmap(lambda k: sample_token(library, type_, key=k)))(keys)
+
+
+def _one(tree, i):
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+def reference_log_prob(library, token: Token, type_) -> float:
+    lib = {k: np.asarray(v, np.float64) for k, v in library._asdict().items()}
+    _, sub_mask = masks(type_.n_strokes, type_.n_sub)
+    sub_mask = np.asarray(sub_mask)
+    n = int(type_.n_strokes)
+    lp = (
+        stats.norm(np.asarray(type_.shapes)[sub_mask], lib["shape_noise_sd"])
+        .logpdf(np.asarray(token.shapes)[sub_mask])
+        .sum()
+    )
+    lp += (
+        stats.lognorm(s=lib["log_scale_noise_sd"], scale=np.asarray(type_.scales)[sub_mask])
+        .logpdf(np.asarray(token.scales)[sub_mask])
+        .sum()
+    )
+    noise = np.asarray(
+        token.positions - anchors(type_, token.shapes, token.scales, token.positions)
+    )[:n]
+    lp += stats.norm(0, lib["position_noise_sd"]).logpdf(noise).sum()
+    lp += stats.norm(lib["affine_mean"], lib["affine_sd"]).logpdf(np.asarray(token.affine)).sum()
+    lp += stats.uniform(lib["blur_range"][0], np.diff(lib["blur_range"])[0]).logpdf(token.blur)
+    lp += stats.uniform(lib["epsilon_range"][0], np.diff(lib["epsilon_range"])[0]).logpdf(
+        token.epsilon
+    )
+    return float(lp)
+
+
+def test_log_prob_matches_reference(library, type_, tokens):
+    batch = np.asarray(jax.vmap(token_log_prob, in_axes=(None, 0, None))(library, tokens, type_))
+    for i in range(5):
+        np.testing.assert_allclose(
+            batch[i], reference_log_prob(library, _one(tokens, i), type_), rtol=1e-4, atol=1e-2
+        )
+
+
+def test_sampled_positions_follow_relations(library, type_, tokens):
+    """The sampler solves positions = anchors(positions) + jitter; the jitter it recovers is the
+    Gaussian the model samples (the goodness-of-fit check of the position site)."""
+    n = int(type_.n_strokes)
+    noise = jax.vmap(lambda t: t.positions - anchors(type_, t.shapes, t.scales, t.positions))(
+        tokens
+    )
+    z = np.asarray(noise)[:, :n] / float(library.position_noise_sd)
+    assert stats.kstest(z.ravel(), "norm").pvalue > 1e-3
+
+
+def test_samples_fit_log_prob(library, type_, tokens):
+    _, sub_mask = masks(type_.n_strokes, type_.n_sub)
+    sub_mask = np.asarray(sub_mask)
+    z = (np.asarray(tokens.shapes) - np.asarray(type_.shapes)) / float(library.shape_noise_sd)
+    assert stats.kstest(z[:, sub_mask].ravel()[:20000], "norm").pvalue > 1e-3
+    zs = np.log(np.asarray(tokens.scales) / np.asarray(type_.scales)) / float(
+        library.log_scale_noise_sd
+    )
+    assert stats.kstest(zs[:, sub_mask].ravel(), "norm").pvalue > 1e-3
+    za = (np.asarray(tokens.affine) - np.asarray(library.affine_mean)) / np.asarray(
+        library.affine_sd
+    )
+    assert stats.kstest(za.ravel(), "norm").pvalue > 1e-3
+    lo, hi = np.asarray(library.blur_range)
+    assert stats.kstest(np.asarray(tokens.blur), stats.uniform(lo, hi - lo).cdf).pvalue > 1e-3
+
+
+def test_gradient_matches_finite_differences(library, type_, tokens):
+    token = _one(tokens, 0)
+    _, sub_mask = masks(type_.n_strokes, type_.n_sub)
+    stroke_mask = jnp.arange(MAX_STROKES) < type_.n_strokes
+
+    def f(shapes, scales, positions, affine):
+        t = token._replace(shapes=shapes, scales=scales, positions=positions, affine=affine)
+        return token_log_prob(library, t, type_)
+
+    args = (token.shapes, token.scales, token.positions, token.affine)
+    valid = (sub_mask[..., None, None], sub_mask, stroke_mask[:, None], jnp.ones(4, bool))
+    grads = jax.grad(f, argnums=(0, 1, 2, 3))(*args)
+    rng = np.random.default_rng(0)
+    for a, g in enumerate(grads):
+        direction = jnp.where(
+            valid[a], jnp.asarray(rng.normal(size=args[a].shape), jnp.float32), 0.0
+        )
+        h = 1e-2
+        plus, minus = list(args), list(args)
+        plus[a] = args[a] + h * direction
+        minus[a] = args[a] - h * direction
+        fd = (f(*plus) - f(*minus)) / (2 * h)
+        np.testing.assert_allclose(jnp.vdot(g, direction), fd, rtol=2e-2, atol=5e-2)
+
+
+def _line(a, b):
+    return np.linspace(a, b, 5)[None]
+
+
+def test_trajectories_of_a_parse_redraw_it(library):
+    controls = [
+        np.concatenate([_line([20, 20], [20, 50]), _line([20, 50], [40, 70])]),
+        _line([40.5, 70], [80, 70]),  # end-of stroke 0
+    ]
+    t = type_from_splines(library, controls)
+    assert int(t.relation[1]) == END_OF
+    token = token_from_type(library, t)
+    points, mask = token_trajectories(token)
+    P = POINTS_PER_SUBSTROKE
+    assert points.shape == (MAX_STROKES, MAX_SUBSTROKES * P, 2) and mask.shape == points.shape[:2]
+    assert np.asarray(mask.sum(1))[:3].tolist() == [2 * P, P, 0]
+    np.testing.assert_allclose(points[0, 0], [20, 20], atol=1e-3)
+    np.testing.assert_allclose(points[0, P - 1], points[0, P], atol=1e-3)  # sub-strokes chain
+    np.testing.assert_allclose(points[0, 2 * P - 1], [40, 70], atol=1e-3)
+    # the dependent stroke is placed by its relation (at stroke 0's end), not where it was drawn
+    np.testing.assert_allclose(points[1, 0], [40, 70], atol=1e-3)
+    np.testing.assert_allclose(points[1, P - 1], [79.5, 70], atol=1e-3)
+    # the affine scales about the centre of mass and shifts
+    warped, _ = token_trajectories(token._replace(affine=jnp.asarray([2.0, 2.0, 1.0, -1.0])))
+    com = np.asarray(points)[np.asarray(mask)].mean(0)
+    expected = (np.asarray(points[0, 0]) - com) * 2 + com + np.array([1.0, -1.0])
+    np.testing.assert_allclose(warped[0, 0], expected, atol=1e-3)
+
+
+def test_tokens_render(library, type_, tokens):
+    from conceptlearn.model.render import render
+
+    points, mask = token_trajectories(_one(tokens, 0))
+    ink = render(points, mask)
+    assert ink.shape == (105, 105) and float(ink.max()) > 0.5
+    grad = jax.grad(
+        lambda s: render(*token_trajectories(_one(tokens, 0)._replace(shapes=s))).sum()
+    )(tokens.shapes[0])
+    assert np.all(np.isfinite(np.asarray(grad)))
