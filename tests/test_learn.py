@@ -1,0 +1,149 @@
+"""Learning to learn on a tiny subset; k-means; sampling CLI."""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conceptlearn.cli import main
+from conceptlearn.model.learn import (
+    Drawing,
+    LearnConfig,
+    collect_drawings,
+    drawing_log_probs,
+    fit_primitives,
+    fit_token_noise,
+    kmeans,
+    learn_library,
+)
+from conceptlearn.model.library import MAX_STROKES, load_library, save_library, toy_library
+
+
+def test_kmeans_recovers_separated_clusters():
+    rng = np.random.default_rng(0)
+    centers = np.array([[0, 0], [10, 0], [0, 10.0]])
+    truth = rng.integers(0, 3, 300)
+    x = centers[truth] + rng.normal(0, 0.5, (300, 2))
+    labels = kmeans(x, 3, 20, np.random.default_rng(1))
+    # the partition matches up to a relabelling
+    assert len({(a, b) for a, b in zip(truth, labels, strict=True)}) == 3
+
+
+def _drawing(char, controls):
+    return Drawing(char, 1, [np.asarray(c, float) for c in controls])
+
+
+def test_primitive_statistics_from_known_sequences():
+    """Two clearly different sub-stroke shapes, always drawn as the pair (a, b): the start
+    and transition probabilities must reflect it."""
+    a = np.stack([np.linspace(0, 40, 5), np.zeros(5)], 1)  # horizontal line
+    b = np.stack([np.zeros(5), np.linspace(0, 40, 5) ** 1.5 / 40**0.5], 1)  # curved vertical
+    drawings = [_drawing(("x", f"c{i}"), [np.stack([a + i, b + [40 + i, 0]])]) for i in range(30)]
+    prims = fit_primitives(drawings, 2, LearnConfig(start_smoothing=0.01, trans_smoothing=0.01))
+    first = int(np.argmax(prims["start_probs"]))
+    assert prims["start_probs"][first] > 0.95
+    assert prims["trans_probs"][first, 1 - first] > 0.95
+    # the line's control points sit 0, 10, 20 px from their mean: scale sqrt(200)
+    np.testing.assert_allclose(prims["log_scale_mean"].min(), np.log(np.sqrt(200.0)), rtol=0.02)
+
+
+def test_token_noise_recovers_injected_jitter():
+    rng = np.random.default_rng(0)
+    base = [np.linspace([20, 20], [20, 80], 5)[None], np.linspace([40, 20], [80, 60], 5)[None]]
+    drawings = []
+    for c in range(20):
+        for drawer in range(1, 11):
+            shift = rng.normal(0, 3.0, 2)
+            drawings.append(
+                Drawing(
+                    ("x", f"c{c}"), drawer, [s + shift + rng.normal(0, 1.0, s.shape) for s in base]
+                )
+            )
+    noise = fit_token_noise(drawings, LearnConfig())
+    assert 2.0 < noise["affine_sd"][2] < 4.0 and 2.0 < noise["affine_sd"][3] < 4.0
+    assert 0.6 < noise["position_noise_sd"] < 1.4
+
+
+@pytest.mark.data
+def test_learn_on_a_tiny_subset(small1_strokes, tmp_path):
+    start = time.perf_counter()
+    drawings, stats = collect_drawings(small1_strokes, max_characters=4)
+    assert stats["n_drawings"] + stats["n_skipped_too_large"] == 80
+    assert 0 < stats["spline_residual_px"] < 1.0
+    library, report = learn_library(drawings, LearnConfig(k_grid=(1, 4, 8)))
+    assert [row["k"] for row in report["heldout_curve"]] == [1, 4, 8]
+    assert report["n_primitives"] == library.n_primitives > 1
+    curve = [row["heldout_log_prob_per_stroke"] for row in report["heldout_curve"]]
+    assert curve[0] < max(curve[1:])  # more than one primitive helps on held-out strokes
+    assert library.n_strokes_probs.shape == (MAX_STROKES,)
+    logp = drawing_log_probs(library, drawings[:5])
+    assert logp.shape == (5,) and np.all(np.isfinite(logp))
+    assert time.perf_counter() - start < 60
+
+
+@pytest.mark.data
+def test_learn_cli(omniglot_root, tmp_path):
+    out = tmp_path / "lib.npz"
+    assert (
+        main(
+            [
+                "learn",
+                "--background",
+                "small1",
+                "--data",
+                str(omniglot_root),
+                "--out",
+                str(out),
+                "--max-characters",
+                "3",
+                "--n-primitives",
+                "3",
+            ]
+        )
+        == 0
+    )
+    assert load_library(out).n_primitives == 3
+
+
+@pytest.mark.slow
+def test_sample_cli(tmp_path):
+    out = tmp_path / "lib.npz"
+    save_library(toy_library(), out)
+    grid = tmp_path / "grid.png"
+    assert (
+        main(
+            [
+                "sample",
+                "--library",
+                str(out),
+                "--new-concepts",
+                "2",
+                "--exemplars",
+                "2",
+                "--out",
+                str(grid),
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
+    from PIL import Image
+
+    image = np.asarray(Image.open(grid))
+    assert image.shape == (2 * 108 + 3, 3 * 108 + 3)
+    assert image.min() < 128  # some ink was drawn
+
+
+@pytest.mark.slow
+def test_sampling_is_deterministic():
+    from conceptlearn.model.sample import sample_images
+
+    library = toy_library()
+    a = sample_images(library, jax.random.key(0), 2, 2)
+    b = sample_images(library, jax.random.key(0), 2, 2)
+    assert a.shape == (2, 3, 105, 105)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
