@@ -1,5 +1,9 @@
 """``conceptlearn parse IMAGE --out parse.png``: the best parses of one image, drawn and as JSON.
 
+``conceptlearn parse --errors RESULTS.json --runs dev --out DIR`` instead draws, for the first
+``--max-errors`` misclassified queries of a harness results file, the parses of the query, of
+its true class image and of the predicted class image (one PNG per error, in ``DIR``).
+
 Each panel shows one of the K best parses over the (faded) image: strokes in drawing order
 (colour by order, a number at each stroke's start, an arrow at its end) and the parse's
 posterior weight. The JSON (``--json``, default: ``--out`` with ``.json``) holds, per parse,
@@ -83,10 +87,64 @@ def draw_parses(image: np.ndarray, parse: Parse, path: str | Path, title: str = 
     plt.close(fig)
 
 
+def save_error_overlays(
+    results_path: str | Path, runs_spec: str, out_dir: str | Path, cfg, max_errors: int = 20
+) -> list[Path]:
+    """Parse overlays of the misclassified queries in a harness results file (k = 1 runs)."""
+    from conceptlearn.datasets.episodes import load_episode, load_runs
+    from conceptlearn.inference.fit import parse_image
+
+    results = json.loads(Path(results_path).read_text())
+    runs = {r.name: r for r in load_runs(runs_spec)[0]}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for res in results["runs"]:
+        run = runs[res["run"]]
+        episode = None
+        for q, (pred, label) in enumerate(zip(res["predictions"], res["labels"], strict=True)):
+            if pred == label or len(written) >= max_errors:
+                continue
+            if episode is None:
+                episode = load_episode(run, load_runs(runs_spec)[1])
+            images = [episode.queries[q], episode.support[label, 0], episode.support[pred, 0]]
+            names = ["query", f"true class {label}", f"predicted {pred}"]
+            path = out_dir / f"{run.name}_q{q:02d}.png"
+            panels = []
+            for im, name in zip(images, names, strict=True):
+                tmp = out_dir / f".{name.split()[0]}.png"
+                draw_parses(im, parse_image(im, cfg), tmp, title=name)
+                panels.append(tmp)
+            _stack_vertically(panels, path)
+            written.append(path)
+    return written
+
+
+def _stack_vertically(paths: list[Path], out: Path) -> None:
+    from PIL import Image
+
+    ims = [Image.open(p).convert("RGB") for p in paths]
+    canvas = Image.new("RGB", (max(i.width for i in ims), sum(i.height for i in ims)), "white")
+    y = 0
+    for im in ims:
+        canvas.paste(im, (0, y))
+        y += im.height
+    canvas.save(out)
+    for p in paths:
+        p.unlink()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("image", help="PNG image of one character (black ink on white)")
+    parser.add_argument(
+        "image", nargs="?", default=None, help="PNG image of one character (black ink on white)"
+    )
     parser.add_argument("--library", default=None, help="generative-model library .npz")
-    parser.add_argument("--out", required=True, help="overlay figure to write (.png)")
+    parser.add_argument(
+        "--out", required=True, help="overlay figure (.png), or folder with --errors"
+    )
+    parser.add_argument("--errors", default=None, help="harness results JSON: draw its errors")
+    parser.add_argument("--runs", default="dev", help="run set of --errors (k = 1)")
+    parser.add_argument("--max-errors", type=int, default=20)
     parser.add_argument("--json", default=None, help="parse JSON (default: --out with .json)")
     parser.add_argument("--quick", action="store_true", help="the quick preset")
     parser.add_argument("--seed", type=int, default=0)
@@ -98,16 +156,22 @@ def run(args: argparse.Namespace) -> int:
     from conceptlearn.inference.classify import FULL, QUICK, as_image
     from conceptlearn.inference.fit import parse_image
 
+    if args.library is not None and not Path(args.library).is_file():
+        raise SystemExit(f"parse: --library {args.library} does not exist")
+    cfg = QUICK if args.quick else FULL
+    if args.errors is not None:
+        written = save_error_overlays(args.errors, args.runs, args.out, cfg, args.max_errors)
+        print(f"wrote {len(written)} overlays to {args.out}")
+        return 0
+    if args.image is None:
+        raise SystemExit("parse: give an IMAGE (or --errors RESULTS.json)")
     path = Path(args.image)
     try:
         with Image.open(path) as im:
             grey = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
     except (OSError, UnidentifiedImageError) as err:
         raise SystemExit(f"parse: cannot read image {path}: {err}") from err
-    if args.library is not None and not Path(args.library).is_file():
-        raise SystemExit(f"parse: --library {args.library} does not exist")
     image = as_image(grey < 0.5)
-    cfg = QUICK if args.quick else FULL
     parse = parse_image(image, cfg, seed=args.seed)
     draw_parses(image, parse, args.out, title=path.name)
     json_path = Path(args.json) if args.json else Path(args.out).with_suffix(".json")
