@@ -220,6 +220,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Omniglot folder (default: $CONCEPTLEARN_DATA or ./data/omniglot)",
     )
+    parser.add_argument(
+        "--shift",
+        default=None,
+        metavar="NAME=STRENGTH",
+        help="out-of-distribution shift applied to the queries, e.g. rotate=30, scale=0.7, thicken=2",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -259,6 +265,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         seed=args.seed,
         runs_spec=args.runs,
+        shift=args.shift,
         progress=not args.no_progress,
     )
     lo, hi = results["ci95_pct"]

@@ -32,6 +32,21 @@ def test_make_runs_then_evaluate_folder_matches_set(omniglot_root, tmp_path):
     assert from_folder["predictions"] == from_set["predictions"]
     assert from_folder["labels"] == from_set["labels"]
 
+    shifted = [
+        "--runs",
+        "dev-k2",
+        "--limit",
+        "1",
+        "--shift",
+        "thicken=2",
+        "--out",
+        str(tmp_path / "c.json"),
+    ]
+    assert main([*common, *shifted]) == 0
+    assert json.loads((tmp_path / "c.json").read_text())["shift"] == "thicken=2"
+    with pytest.raises(ValueError, match="--shift 'spin=2'"):
+        main([*common, "--runs", "dev", "--shift", "spin=2", "--out", str(tmp_path / "d.json")])
+
 
 def test_unknown_model_is_named(omniglot_root, tmp_path):
     with pytest.raises(ValueError, match="unknown model 'nope'"):
