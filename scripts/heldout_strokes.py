@@ -86,9 +86,9 @@ def main(argv=None) -> int:
     }
     n_strokes = sum(len(d.controls) for d in heldout)
     n_sub = sum(len(c) for d in heldout for c in d.controls)
-    rows = {}
+    rows, per_drawing = {}, {}
     for name, library in libraries.items():
-        logp = drawing_log_probs(library, heldout)
+        logp = per_drawing[name] = drawing_log_probs(library, heldout)
         rows[name] = {
             "n_primitives": library.n_primitives,
             "log_prob_per_drawing": float(logp.mean()),
@@ -96,6 +96,10 @@ def main(argv=None) -> int:
             "log_prob_per_substroke": float(logp.sum() / n_sub),
             "log_prob_total": float(logp.sum()),
         }
+    for name in ("lesion_uniform", "lesion_one_primitive", "small2"):
+        diff = per_drawing["learned"] - per_drawing[name]  # paired over the same drawings
+        rows[name]["learned_minus_this_per_drawing"] = float(diff.mean())
+        rows[name]["learned_minus_this_sem"] = float(diff.std(ddof=1) / np.sqrt(len(diff)))
     result = {
         "heldout_alphabets": list(HELDOUT_ALPHABETS),
         "library": args.library,
@@ -115,12 +119,21 @@ def main(argv=None) -> int:
         f"{stats['n_drawings']} drawings of {stats['n_characters']} characters, "
         f"{n_strokes} strokes, {n_sub} sub-strokes"
     )
-    print("| library | primitives | log p / drawing (± s.e.) | log p / sub-stroke |")
-    print("|---|---|---|---|")
+    print(
+        "| library | primitives | log p / drawing (± s.e.) | log p / sub-stroke "
+        "| learned − this, paired (± s.e.) |"
+    )
+    print("|---|---|---|---|---|")
     for name, row in rows.items():
+        paired = (
+            f"{row['learned_minus_this_per_drawing']:+.2f} ± {row['learned_minus_this_sem']:.2f}"
+            if name != "learned"
+            else ""
+        )
         print(
             f"| {name} | {row['n_primitives']} | {row['log_prob_per_drawing']:.1f} ± "
-            f"{row['log_prob_per_drawing_sem']:.1f} | {row['log_prob_per_substroke']:.2f} |"
+            f"{row['log_prob_per_drawing_sem']:.1f} | {row['log_prob_per_substroke']:.2f} "
+            f"| {paired} |"
         )
     return 0
 
