@@ -68,6 +68,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--n-samples", type=int, default=N_SAMPLES, help="arc samples per stroke")
+    parser.add_argument(
+        "--total-samples", type=int, default=None, help="shared arc samples per drawing"
+    )
     args = parser.parse_args(argv)
 
     points, mask, images = map(jnp.asarray, drawings(args.batch, args.root))
@@ -76,7 +79,7 @@ def main(argv=None) -> int:
     epsilon = jnp.full((batch,), 0.01, jnp.float32)
 
     def render_one(points, mask):
-        return render(points, mask, n_samples=args.n_samples)
+        return render(points, mask, n_samples=args.n_samples, total_samples=args.total_samples)
 
     def loglik_one(points, mask, image, blur_sigma, epsilon):
         probs = pixel_probs(render_one(points, mask), blur_sigma, epsilon)
@@ -109,7 +112,11 @@ def main(argv=None) -> int:
         "jax_version": jax.__version__,
         "load_average_1_5_15": list(os.getloadavg()),  # other jobs sharing the CPU
         "batch": batch,
-        "shape": {"points": list(points.shape[1:]), "n_samples_per_stroke": args.n_samples},
+        "shape": {
+            "points": list(points.shape[1:]),
+            "n_samples_per_stroke": args.n_samples,
+            "total_samples": args.total_samples,
+        },
         "ink": DEFAULT_INK._asdict(),
         "repeats": args.repeats,
         **results,

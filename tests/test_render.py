@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +16,7 @@ from conceptlearn.model.render import (
     pad_strokes,
     render,
     resample_polyline,
+    shared_samples,
 )
 from conceptlearn.model.splines import resample_stroke
 
@@ -69,6 +72,26 @@ def test_polyline_segments_are_inked_whatever_the_vertex_spacing():
     assert row[:8].max() < 0.05 and row[98:].max() < 0.05
 
 
+def test_shared_sample_budget_follows_stroke_length():
+    points, mask = map(np.asarray, _drawing())
+    samples, weights = jax.jit(shared_samples, static_argnums=2)(points, mask, 64)
+    samples, weights = np.asarray(samples), np.asarray(weights)
+    length = np.linalg.norm(np.diff(points[0, :4], axis=0), axis=1).sum()
+    np.testing.assert_allclose(weights.sum(), length + 1.0, rtol=1e-5)  # the L + a unit dot
+    on_dot = np.all(samples == points[1, 0], axis=1) & (weights > 0)
+    assert on_dot.sum() == 2 and np.isclose(weights[on_dot].sum(), 1.0)
+    (
+        np.testing.assert_allclose(samples[0], points[0, 0]),
+        np.testing.assert_allclose(samples[~on_dot & (weights > 0)][-1], points[0, 3], atol=1e-4),
+    )
+    assert np.all(weights[62:] == 0.0)  # 2 per stroke + 58 free; the masked stroke gets none
+    shared = np.asarray(render(points, mask, total_samples=128)) > 0.5
+    per_stroke = np.asarray(render(points, mask, n_samples=256)) > 0.5
+    assert (shared != per_stroke).sum() <= 0.01 * per_stroke.sum()
+    with pytest.raises(ValueError, match="2 per stroke"):
+        render(points, mask, total_samples=5)
+
+
 def test_coordinates_are_col_row_at_pixel_centres():
     """A dot at (col, row) = (30, 70) peaks at image[70, 30], symmetric about the centre."""
     img = np.asarray(render(jnp.asarray([[[30.0, 70.0]]]), jnp.ones((1, 1), bool), SOFT_INK))
@@ -90,30 +113,30 @@ def test_resample_polyline_is_uniform_in_arc_length():
     np.testing.assert_allclose(np.asarray(samples[[0, -1]]), [[0.0, 0.0], [3.0, 4.0]], atol=1e-6)
 
 
-@jax.jit
-def _weighted_ink(points, mask, ink, weights):
-    return jnp.sum(render(points, mask, ink) * weights)
+@functools.partial(jax.jit, static_argnames="total_samples")
+def _weighted_ink(points, mask, ink, weights, total_samples=None):
+    return jnp.sum(render(points, mask, ink, total_samples=total_samples) * weights)
 
 
-_weighted_ink_grad = jax.jit(jax.grad(_weighted_ink))
+_weighted_ink_grad = jax.jit(jax.grad(_weighted_ink), static_argnames="total_samples")
 
 
-@pytest.mark.parametrize("ink", [SOFT_INK, DEFAULT_INK], ids=["soft", "default"])
-def test_gradients_are_finite_and_match_finite_differences(ink):
+@pytest.mark.parametrize(
+    "ink, total", [(SOFT_INK, None), (DEFAULT_INK, None), (DEFAULT_INK, 128)], ids=str
+)
+def test_gradients_are_finite_and_match_finite_differences(ink, total):
     points, mask = map(np.asarray, _drawing())
     rng = np.random.default_rng(0)
     weights = rng.normal(size=(IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
-    grad = np.asarray(_weighted_ink_grad(points, mask, ink, weights))
+    grad = np.asarray(_weighted_ink_grad(points, mask, ink, weights, total_samples=total))
     assert np.all(np.isfinite(grad))
     assert np.abs(grad[~mask]).max() == 0.0  # masked points get no gradient
     assert np.abs(grad[mask]).max() > 0.0
     h = np.float32(5e-3)
     for _ in range(3):
         v = (rng.normal(size=points.shape) * mask[..., None]).astype(np.float32)
-        up, down = (
-            _weighted_ink(points + h * v, mask, ink, weights),
-            _weighted_ink(points - h * v, mask, ink, weights),
-        )
+        up = _weighted_ink(points + h * v, mask, ink, weights, total_samples=total)
+        down = _weighted_ink(points - h * v, mask, ink, weights, total_samples=total)
         fd = (float(up) - float(down)) / (2 * h)
         np.testing.assert_allclose(np.vdot(grad, v), fd, rtol=3e-2, atol=1e-2)
 

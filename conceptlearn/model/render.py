@@ -54,6 +54,36 @@ def _safe_norm(v: jax.Array) -> jax.Array:
     return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, sq, 1.0)), 0.0)
 
 
+def _polyline_arcs(points: jax.Array, mask: jax.Array):
+    """Forward-fill masked vertices of one polyline with the last valid one (leading ones with
+    the first valid), so the polyline joins consecutive valid vertices.
+
+    ``points f32 (P, 2)``, ``mask bool (P,)`` -> ``filled f32 (P, 2)``, segment lengths
+    ``f32 (P - 1,)``, cumulative arc length ``f32 (P,)`` (0 at the first vertex).
+    """
+    idx = jnp.arange(points.shape[0])
+    last_valid = jax.lax.cummax(jnp.where(mask, idx, -1), axis=0)
+    filled = points[jnp.where(last_valid < 0, jnp.argmax(mask), last_valid)]
+    seg_len = _safe_norm(jnp.diff(filled, axis=0))
+    cum = jnp.concatenate([jnp.zeros(1, points.dtype), jnp.cumsum(seg_len)])
+    return filled, seg_len, cum
+
+
+def _point_at_arc(filled, seg_len, cum, t):
+    """Points at arc lengths ``t f32 (T,)`` along one filled polyline -> ``f32 (T, 2)``."""
+    n_points = filled.shape[0]
+    if n_points == 1:
+        return jnp.broadcast_to(filled, (t.shape[0], 2))
+    # The last vertex at or before t (zero-length segments are skipped); no gradient needed.
+    below = jax.lax.stop_gradient(cum)[None, :] <= t[:, None]
+    seg = jnp.clip(jnp.sum(below, axis=1) - 1, 0, n_points - 2)
+    denom = seg_len[seg]
+    ok = denom > _TINY
+    frac = jnp.where(ok, (t - cum[seg]) / jnp.where(ok, denom, 1.0), 0.0)
+    frac = jnp.clip(frac, 0.0, 1.0)[:, None]
+    return filled[seg] * (1.0 - frac) + filled[seg + 1] * frac
+
+
 def resample_polyline(
     points: jax.Array, mask: jax.Array, n_samples: int = N_SAMPLES
 ) -> tuple[jax.Array, jax.Array]:
@@ -63,24 +93,56 @@ def resample_polyline(
     skipped (the polyline joins consecutive valid vertices). Returns the samples
     ``f32 (n_samples, 2)`` (the first and last are the end vertices) and the arc length ``f32 ()``.
     """
-    n_points = points.shape[0]
-    idx = jnp.arange(n_points)
-    # Forward-fill masked vertices with the last valid one (leading ones with the first valid).
-    last_valid = jax.lax.cummax(jnp.where(mask, idx, -1), axis=0)
-    first_valid = jnp.argmax(mask)
-    filled = points[jnp.where(last_valid < 0, first_valid, last_valid)]
-    seg_len = _safe_norm(jnp.diff(filled, axis=0))  # (n_points - 1,)
-    cum = jnp.concatenate([jnp.zeros(1, points.dtype), jnp.cumsum(seg_len)])  # (n_points,)
-    length = cum[-1]
+    filled, seg_len, cum = _polyline_arcs(points, mask)
+    t = jnp.linspace(0.0, 1.0, n_samples, dtype=points.dtype) * cum[-1]
+    return _point_at_arc(filled, seg_len, cum, t), cum[-1]
+
+
+def shared_samples(
+    points: jax.Array, mask: jax.Array, total_samples: int
+) -> tuple[jax.Array, jax.Array]:
+    """Arc-length samples of a whole drawing from one budget shared by its strokes.
+
+    Every valid stroke gets its two end points plus a share of the other
+    ``total_samples - 2 n_strokes`` samples in proportion to its length, spread uniformly along
+    it, so no sample is spent on masked strokes. ``points f32 (S, P, 2)``, ``mask bool (S, P)``
+    -> samples ``f32 (total_samples, 2)`` and trapezoid weights ``f32 (total_samples,)`` (arc
+    length per sample; 0 for unused samples; a dot's weights sum to ``DOT_LENGTH``).
+    """
+    n_strokes, n_points = mask.shape
+    n_free = total_samples - 2 * n_strokes
+    if n_free < 0:
+        raise ValueError(f"total_samples={total_samples} < 2 per stroke for {n_strokes} strokes")
+    filled, seg_len, cum = jax.vmap(_polyline_arcs)(points, mask)
+    length = cum[:, -1]
+    valid = jnp.any(mask, axis=1)
+    eff = jnp.where(valid, jnp.maximum(length, DOT_LENGTH), 0.0)  # (S,)
+    # Integer sample counts: the stroke each free sample falls in along the drawing's arc.
+    bounds = jax.lax.stop_gradient(jnp.cumsum(eff))
+    u = (jnp.arange(n_free, dtype=points.dtype) + 0.5) / max(n_free, 1) * bounds[-1]
+    owner = jnp.sum(bounds[None, :] <= u[:, None], axis=1)  # (n_free,)
+    counts = jnp.sum(owner[:, None] == jnp.arange(n_strokes)[None, :], axis=0)
+    n = jnp.where(valid, 2 + counts, 0)  # (S,) samples per stroke, >= 2 when valid
+    ends = jnp.cumsum(n)
+    j = jnp.arange(total_samples)
+    stroke = jnp.clip(jnp.sum(ends[None, :] <= j[:, None], axis=1), 0, n_strokes - 1)
+    rank = j - (ends - n)[stroke]
+    gaps = jnp.maximum(n[stroke] - 1, 1)
+    t = jnp.clip(rank / gaps, 0.0, 1.0).astype(points.dtype) * length[stroke]
     if n_points == 1:
-        return jnp.broadcast_to(filled, (n_samples, 2)), length
-    t = jnp.linspace(0.0, 1.0, n_samples, dtype=points.dtype) * length
-    seg = jnp.clip(jnp.sum(cum[None, :] <= t[:, None], axis=1) - 1, 0, n_points - 2)
-    denom = seg_len[seg]
-    frac = jnp.where(denom > _TINY, (t - cum[seg]) / jnp.where(denom > _TINY, denom, 1.0), 0.0)
-    frac = jnp.clip(frac, 0.0, 1.0)[:, None]
-    samples = filled[seg] * (1.0 - frac) + filled[seg + 1] * frac
-    return samples, length
+        samples = filled[stroke, 0]
+    else:
+        # Locate each sample's segment without gradient, then gather only what it needs.
+        below = jax.lax.stop_gradient(cum)[stroke] <= t[:, None]  # (T, P)
+        seg = jnp.clip(jnp.sum(below, axis=1) - 1, 0, n_points - 2)
+        denom = seg_len[stroke, seg]
+        ok = denom > _TINY
+        frac = jnp.where(ok, (t - cum[stroke, seg]) / jnp.where(ok, denom, 1.0), 0.0)
+        frac = jnp.clip(frac, 0.0, 1.0)[:, None]
+        samples = filled[stroke, seg] * (1.0 - frac) + filled[stroke, seg + 1] * frac
+    end = (rank == 0) | (rank == n[stroke] - 1)
+    weights = jnp.where(j < ends[-1], eff[stroke] / gaps * jnp.where(end, 0.5, 1.0), 0.0)
+    return samples, weights.astype(points.dtype)
 
 
 def _gaussian_rows(coord: jax.Array, spread: jax.Array) -> jax.Array:
@@ -91,34 +153,48 @@ def _gaussian_rows(coord: jax.Array, spread: jax.Array) -> jax.Array:
 
 
 def ink_density(
-    points: jax.Array, mask: jax.Array, spread: jax.Array | float, n_samples: int = N_SAMPLES
+    points: jax.Array,
+    mask: jax.Array,
+    spread: jax.Array | float,
+    n_samples: int = N_SAMPLES,
+    total_samples: int | None = None,
 ) -> jax.Array:
     """Unsaturated line density ``f32 (105, 105)`` of the masked polylines (see the module doc).
 
     ``points``: ``f32 (n_strokes, n_points, 2)``; ``mask``: ``bool (n_strokes, n_points)``.
+    ``n_samples`` arc samples per stroke, or, if ``total_samples`` is given, that many for the
+    whole drawing shared by length (``shared_samples``; cheaper when many strokes are masked).
     """
-    samples, length = jax.vmap(resample_polyline, in_axes=(0, 0, None))(points, mask, n_samples)
-    # Trapezoid weights along each stroke; a dot (or a fully masked stroke) as described above.
-    length = jnp.where(jnp.any(mask, axis=1), jnp.maximum(length, DOT_LENGTH), 0.0)
-    ends = jnp.ones(n_samples, points.dtype).at[0].set(0.5).at[-1].set(0.5)
-    weights = length[:, None] * ends[None, :] / max(n_samples - 1, 1)  # (n_strokes, n_samples)
+    if total_samples is None:
+        samples, length = jax.vmap(resample_polyline, in_axes=(0, 0, None))(points, mask, n_samples)
+        # Trapezoid weights along each stroke; a dot (or a fully masked stroke) as in the doc.
+        length = jnp.where(jnp.any(mask, axis=1), jnp.maximum(length, DOT_LENGTH), 0.0)
+        ends = jnp.ones(n_samples, points.dtype).at[0].set(0.5).at[-1].set(0.5)
+        weights = length[:, None] * ends[None, :] / max(n_samples - 1, 1)  # (S, n_samples)
+        samples, weights = samples.reshape(-1, 2), weights.reshape(-1)
+    else:
+        samples, weights = shared_samples(points, mask, total_samples)
     spread = jnp.asarray(spread, points.dtype)
-    gx = _gaussian_rows(samples[..., 0].reshape(-1), spread)  # (K, 105) over columns
-    gy = _gaussian_rows(samples[..., 1].reshape(-1), spread)  # (K, 105) over rows
-    return (gy * weights.reshape(-1, 1)).T @ gx  # (rows, cols)
+    gx = _gaussian_rows(samples[:, 0], spread)  # (K, 105) over columns
+    gy = _gaussian_rows(samples[:, 1], spread)  # (K, 105) over rows
+    return (gy * weights[:, None]).T @ gx  # (rows, cols)
 
 
-@functools.partial(jax.jit, static_argnames=("n_samples",))
+@functools.partial(jax.jit, static_argnames=("n_samples", "total_samples"))
 def render(
     points: jax.Array,
     mask: jax.Array,
     ink: InkParams | None = None,
     n_samples: int = N_SAMPLES,
+    total_samples: int | None = None,
 ) -> jax.Array:
     """Ink the masked polylines into an image.
 
     ``points``: ``f32 (n_strokes, n_points, 2)`` consecutive polyline vertices ``(col, row)``;
     ``mask``: ``bool (n_strokes, n_points)``; ``ink``: ``InkParams`` (default ``DEFAULT_INK``).
+    Arc samples: ``n_samples`` per stroke, or with ``total_samples`` one budget for the whole
+    drawing shared by stroke length (at least 2 per stroke; far cheaper when most of the
+    ``n_strokes`` slots are masked, e.g. 256 for a token of up to 10 strokes).
     Returns ``f32 (105, 105)`` ink intensity in ``[0, 1]``, indexed ``[row, col]``.
     """
     if points.ndim != 3 or points.shape[-1] != 2 or mask.shape != points.shape[:2]:
@@ -128,7 +204,7 @@ def render(
         )
     ink = DEFAULT_INK if ink is None else ink
     points = jnp.asarray(points, jnp.float32)
-    density = ink_density(points, mask.astype(bool), ink.spread, n_samples)
+    density = ink_density(points, mask.astype(bool), ink.spread, n_samples, total_samples)
     return -jnp.expm1(-jnp.asarray(ink.gain, jnp.float32) * density)
 
 
