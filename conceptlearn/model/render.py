@@ -5,13 +5,16 @@ is the point ``(c, r)``, the convention of ``conceptlearn.datasets.omniglot.Omni
 
 The ink model (BPL's "ink per point, full ink within a distance, then blur", in closed form):
 each stroke's polyline is resampled uniformly along its arc length into ``n_samples`` points
-(so any vertex spacing works), every sample deposits a normalised 2-D Gaussian of width
+(so any vertex spacing works; or, with ``total_samples``, one budget shared by the drawing's
+strokes in proportion to their lengths, which spends nothing on masked strokes), every sample deposits a normalised 2-D Gaussian of width
 ``InkParams.spread`` weighted by its share of the arc length, and the ink density saturates as
 ``ink = 1 - exp(-gain * density)``. Far from the ends, a line's density is the 1-D Gaussian
 profile ``exp(-d^2 / (2 spread^2)) / (sqrt(2 pi) spread)`` of the distance ``d`` to the line, so
 ``spread`` sets the softness of the edge and ``gain`` the line's width. Because a Gaussian is
-separable, the splat is one ``(105, K) @ (K, 105)`` matrix product (``K`` = strokes x samples):
-fast under ``vmap`` and cheap to differentiate. Strokes of one valid point are dots of
+separable, the splat is one ``(105, K) @ (K, 105)`` matrix product (``K`` samples in all):
+fast under ``vmap`` and cheap to differentiate. The image is smooth in the points except for
+kinks where a sample passes a vertex (and, with ``total_samples``, ripple-sized jumps where a
+stroke's integer sample count changes). Strokes of one valid point are dots of
 ``DOT_LENGTH`` pixels' worth of ink.
 """
 
