@@ -24,15 +24,22 @@ import numpy as np
 
 from conceptlearn.model.library import (
     BLUR_RANGE,
+    END_OF,
     EPSILON_RANGE,
     INDEPENDENT,
     MAX_STROKES,
     MAX_SUBSTROKES,
+    START_OF,
     Library,
     make_library,
     save_library,
 )
-from conceptlearn.model.splines import N_CONTROL, normalize_spline, preprocess_stroke
+from conceptlearn.model.splines import (
+    N_CONTROL,
+    bspline_basis,
+    normalize_spline,
+    preprocess_stroke,
+)
 from conceptlearn.model.type_prior import (
     infer_relations,
     stroke_marginal_log_prob,
@@ -301,13 +308,43 @@ def _robust_sd(x: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(x - np.median(x)))) if len(x) else 1.0
 
 
+def _relation_jitter(drawings: list[list[np.ndarray]]) -> np.ndarray:
+    """How far each stroke starts from where its relation puts it, over drawings of one
+    character with the same structure (affine already undone): ``(n_drawings, n_strokes, 2)``.
+
+    Each stroke takes the relation most drawers give it; an independent stroke's anchor is its
+    mean start, a dependent stroke's is the parent's start, end, or the point along it (median
+    sub-stroke and position) in the same drawing.
+    """
+    relations = [infer_relations(d) for d in drawings]
+    starts = np.stack([np.stack([c[0, 0] for c in d]) for d in drawings])  # (n, strokes, 2)
+    out = np.zeros_like(starts)
+    for i in range(starts.shape[1]):
+        kind, parent = Counter(r[i][:2] for r in relations).most_common(1)[0][0]
+        if kind == INDEPENDENT:
+            out[:, i] = starts[:, i] - starts[:, i].mean(0)
+            continue
+        if kind == START_OF:
+            anchor = [d[parent][0, 0] for d in drawings]
+        elif kind == END_OF:
+            anchor = [d[parent][-1, -1] for d in drawings]
+        else:
+            spots = [r[i][2:] for r in relations if r[i][:2] == (kind, parent)]
+            sub = int(np.median([j for j, _ in spots]))
+            sub = min(sub, len(drawings[0][parent]) - 1)
+            basis = bspline_basis(np.median([t for _, t in spots]), xp=np)
+            anchor = [basis @ d[parent][sub] for d in drawings]
+        out[:, i] = starts[:, i] - np.stack(anchor)
+    return out
+
+
 def fit_token_noise(drawings: list[Drawing], config: LearnConfig) -> dict[str, np.ndarray]:
     """Motor noise, position jitter and affine spread from the drawers of each character.
 
     Per character, the drawings sharing its most common structure (strokes and sub-strokes per
     stroke) are compared: their centres and spreads give the affine sd; after undoing each
-    drawing's affine, deviations from the character mean give the shape, log-scale and position
-    sds (robust estimates).
+    drawing's affine, deviations from the character mean give the shape and log-scale sds, and
+    ``_relation_jitter`` the position sd (robust estimates).
     """
     by_char = defaultdict(list)
     for d in drawings:
@@ -331,8 +368,7 @@ def fit_token_noise(drawings: list[Drawing], config: LearnConfig) -> dict[str, n
         shape, scale = normalize_spline(flat)
         shape_dev.append(shape - shape.mean(0))
         log_scale_dev.append(np.log(scale) - np.log(scale).mean(0))
-        starts = np.stack([np.stack([c[0, 0] for c in n]) for n in norm])  # (n, strokes, 2)
-        pos_dev.append(starts - starts.mean(0))
+        pos_dev.append(_relation_jitter(norm))
     if not scale_dev:
         raise ValueError("no character has 3 drawings with the same structure; need more data")
     cat = lambda xs: np.concatenate([x.ravel() for x in xs])  # noqa: E731
