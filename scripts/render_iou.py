@@ -144,9 +144,10 @@ def main(argv=None) -> int:
         images, drawn, _ = load("small2", args.root, held_out, range(1, 21), args.spacing)
         report["held_out_alphabets"] = sorted({a for a, _ in held_out})
         report["default_ink"] = DEFAULT_INK._asdict()
-        report["held_out"] = summary(
-            evaluate(images, drawn, (0.0, 0.0), DEFAULT_INK, args.n_samples)
+        scores = evaluate(
+            images, drawn, (0.0, 0.0), DEFAULT_INK, args.n_samples, args.total_samples
         )
+        report["held_out"] = summary(scores)
         print("held_out", report["held_out"], flush=True)
         return _write(report, args.out, t0)
     fit_drawers = range(1, args.fit_drawers + 1)
