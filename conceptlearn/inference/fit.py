@@ -48,14 +48,14 @@ class FitConfig:
     parse_lr: float = 0.3  # px per step
     refit_steps: int = 30  # Adam steps when refitting a parse's token to another image
     refit_lr: float = 0.6
-    blur_start: float = 3.0  # blur sigma (px) at the first step; geometric down to blur_sigma
+    blur_start: float = 6.0  # blur sigma (px) at the first step; geometric down to blur_sigma
     blur_sigma: float = 2.0  # blur sigma (px) of the score
     epsilon: float = 0.02  # pixel-flip probability of the score
     n_samples: int = 48  # renderer arc-length samples per stroke
     smooth_sigma: float = 2.0  # px: std of a trajectory's second differences (parse prior)
     stroke_cost: float = 20.0  # nats per stroke (parse prior)
     motor_sigma: float = 0.7  # px: std of per-point motor noise (token prior)
-    stroke_sigma: float = 3.0  # px: std of each stroke's shift (token prior)
+    stroke_sigma: float = 5.0  # px: std of each stroke's shift (token prior)
     width_sigma: float = 0.3  # std of the log pen width (token prior)
     scale_sigma: float = 0.15  # std of log scale (token prior)
     shift_sigma: float = 8.0  # px: std of the translation (token prior)
