@@ -145,7 +145,7 @@ def test_gradient_of_a_single_point_dot_is_finite():
     points, mask = np.zeros((3, 6, 2), np.float32), np.zeros((3, 6), bool)
     points[0, 0], mask[0, 0] = [40.0, 41.0], True  # same shapes as _drawing: no new compile
     target = np.asarray(render(points + 1.5, mask) > 0.5, np.float32)
-    grad = np.asarray(_weighted_ink_grad(points, mask, DEFAULT_INK, target))
+    grad = np.asarray(_weighted_ink_grad(points, mask, DEFAULT_INK, target, total_samples=None))
     assert np.all(np.isfinite(grad))
     assert grad[0, 0, 0] > 0 and grad[0, 0, 1] > 0  # pulled toward the ink
 
