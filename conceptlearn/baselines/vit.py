@@ -264,19 +264,20 @@ class CosineHead(nnx.Module):
 class Classifier(nnx.Module):
     """Backbone + cosine head: ``(batch, size, size)`` -> logits ``(batch, n_classes)``."""
 
-    def __init__(self, cfg: ViTConfig, n_classes: int, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: ViTConfig, n_classes: int, *, rngs: nnx.Rngs, scale: float = 10.0):
         self.backbone = ViT(cfg, rngs=rngs)
-        self.head = CosineHead(cfg.width, n_classes, rngs=rngs)
+        self.head = CosineHead(cfg.width, n_classes, rngs=rngs, scale=scale)
 
     def __call__(self, images: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         return self.head(self.backbone(images, key=key))
 
 
 def init_classifier(
-    cfg: ViTConfig, n_classes: int, seed: int = 0
+    cfg: ViTConfig, n_classes: int, seed: int = 0, scale: float = 10.0
 ) -> tuple[nnx.GraphDef, nnx.State]:
-    """A randomly initialised classifier as ``(graphdef, params)``."""
-    return nnx.split(Classifier(cfg, n_classes, rngs=nnx.Rngs(seed)))
+    """A randomly initialised classifier (cosine-head temperature ``scale``) as
+    ``(graphdef, params)``."""
+    return nnx.split(Classifier(cfg, n_classes, rngs=nnx.Rngs(seed), scale=scale))
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -55,6 +55,7 @@ class TrainConfig:
     clip: float = 1.0  # global gradient-norm clip
     label_smoothing: float = 0.1
     rot_classes: bool = True  # each quarter-turn rotation of a character is a new class
+    head_scale: float = 10.0  # initial temperature of the cosine head (learned)
     augment: AugmentConfig = AugmentConfig()
     ckpt_every: int = 250  # steps between checkpoints
     seed: int = 0
@@ -176,7 +177,7 @@ def pretrain(
     out = Path(out)
     data = load_background(background, root) if data is None else np.asarray(data, bool)
     n_out = n_classes(data.shape[0], tcfg)
-    graphdef, params = init_classifier(cfg, n_out, tcfg.seed)
+    graphdef, params = init_classifier(cfg, n_out, tcfg.seed, tcfg.head_scale)
     step_fn, opt = make_train_step(graphdef, cfg, tcfg, n_out)
     opt_state = opt.init(params)
     key = jax.random.key(tcfg.seed)
