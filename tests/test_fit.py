@@ -20,6 +20,8 @@ from conceptlearn.inference.fit import (
 )
 from conceptlearn.model.render import render
 
+_refit = jax.jit(refit_token, static_argnames=("cfg", "n_steps"))
+
 CFG = FitConfig(
     max_candidates=3,
     max_strokes=3,
@@ -123,8 +125,8 @@ def test_parse_and_refit_prefer_the_right_shape():
     assert parse.points.shape == (2, 3, 8, 2)
     np.testing.assert_allclose(float(jnp.sum(jnp.exp(parse.log_weight))), 1.0, rtol=1e-4)
     shifted = np.roll(cross, (2, -3), axis=(0, 1))
-    same = refit_token(parse.points[0], parse.mask[0], jnp.asarray(shifted), CFG)
-    other = refit_token(parse.points[0], parse.mask[0], jnp.asarray(bar), CFG)
+    same = _refit(parse.points[0], parse.mask[0], jnp.asarray(shifted), CFG)
+    other = _refit(parse.points[0], parse.mask[0], jnp.asarray(bar), CFG)
     assert np.isfinite(float(same)) and float(same) > float(other) + 50
 
 
@@ -137,5 +139,5 @@ def test_refit_is_finite_on_degenerate_images(kind):
     }[kind]
     parse = parse_image(image, CFG)
     assert np.all(np.isfinite(np.asarray(parse.points)))
-    score = refit_token(parse.points[0], parse.mask[0], jnp.asarray(_image(CROSS)), CFG)
+    score = _refit(parse.points[0], parse.mask[0], jnp.asarray(_image(CROSS)), CFG)
     assert np.isfinite(float(score))
