@@ -94,3 +94,15 @@ def test_config_and_bad_input(contender):
         make_contender("bpl", overrides={"no_such_knob": 1})
     with pytest.raises(ValueError, match="support must be"):
         contender.fit(np.zeros((3, 105, 105), bool))
+
+
+@pytest.mark.slow
+def test_two_shot_episode(contender):
+    """k = 2: every shot is parsed; the class score is the log-mean-exp over shots."""
+    support = np.stack([np.stack([_draw(s), _draw(s, (2, 3))]) for s in SHAPES])
+    queries = np.stack([_draw(SHAPES[i], (-3, 1)) for i in (1, 2, 0)])
+    scores = contender.scores(
+        contender.fit(support, key=jax.random.key(0)), queries, key=jax.random.key(1)
+    )
+    assert np.all(np.isfinite(scores))
+    np.testing.assert_array_equal(scores.argmax(1), [1, 2, 0])
