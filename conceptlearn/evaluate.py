@@ -23,6 +23,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from conceptlearn.cli import parse_key_values
 from conceptlearn.contenders import Contender, make_contender
 from conceptlearn.datasets.episodes import Run, load_episode, load_runs, run_set_digest
 from conceptlearn.experiments.shifts import apply_shift, parse_shift
@@ -229,21 +230,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def parse_overrides(items: Sequence[str] | None) -> dict[str, Any] | None:
-    if not items:
-        return None
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    return overrides
-
-
 def run(args: argparse.Namespace) -> int:
     if args.shift is not None:
         parse_shift(args.shift)  # fail before any work on a bad spec
@@ -256,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         library=args.library,
         quick=args.quick,
-        overrides=parse_overrides(args.overrides),
+        overrides=parse_key_values(args.overrides) or None,
     )
     results = evaluate_contender(
         contender,

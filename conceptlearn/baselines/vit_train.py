@@ -39,6 +39,7 @@ from conceptlearn.baselines.vit import (
     unflatten_like,
     write_npz,
 )
+from conceptlearn.cli import parse_key_values
 
 BACKGROUNDS = {"small1": "small1", "full": "background"}
 
@@ -246,19 +247,6 @@ def pretrain(
 # --------------------------------------------------------------------------- CLI
 
 
-def _parse_sets(items: list[str] | None) -> dict[str, Any]:
-    sets = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            sets[key] = json.loads(value)
-        except json.JSONDecodeError:
-            sets[key] = value
-    return sets
-
-
 def configs_from_args(args: argparse.Namespace) -> tuple[ViTConfig, TrainConfig]:
     """Model and training configs from the CLI flags (``--set`` reaches either dataclass;
     ``aug_<field>`` reaches the augmentation)."""
@@ -267,7 +255,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ViTConfig, TrainConfig]
     model_fields = {f.name for f in dataclasses.fields(ViTConfig)}
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     aug_fields = {f.name for f in dataclasses.fields(AugmentConfig)}
-    for key, value in _parse_sets(args.set).items():
+    for key, value in parse_key_values(args.set).items():
         if key in model_fields:
             cfg = dataclasses.replace(cfg, **{key: value})
         elif key in train_fields and key != "augment":
