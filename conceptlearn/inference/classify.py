@@ -84,10 +84,17 @@ def parse_images(images: np.ndarray, cfg: FitConfig, seed: int) -> Parse:
 
 @functools.partial(jax.jit, static_argnames=("cfg", "n_steps"))
 def refit_batch(points, mask, images, cfg: FitConfig, n_steps: int) -> jax.Array:
-    """Refit many parses to many images: ``points f32 (B, S, P, 2)``, ``mask bool (B, S, P)``,
-    ``images bool (B, 105, 105)`` -> ``f32 (B,)`` refit scores."""
+    """Refit many parses to many images, paired along any common leading shape ``L``:
+    ``points f32 (*L, S, P, 2)``, ``mask bool (*L, S, P)``, ``images bool (*L, 105, 105)``
+    -> ``f32 (*L,)`` refit scores (one flat vmap inside)."""
     TRACE_COUNT["refit_batch"] += 1
-    return jax.vmap(lambda p, m, im: refit_token(p, m, im, cfg, n_steps))(points, mask, images)
+    lead, (n_strokes, n_points) = mask.shape[:-2], mask.shape[-2:]
+    flat = jax.vmap(lambda p, m, im: refit_token(p, m, im, cfg, n_steps))(
+        points.reshape(-1, n_strokes, n_points, 2),
+        mask.reshape(-1, n_strokes, n_points),
+        images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE),
+    )
+    return flat.reshape(lead)
 
 
 class State(NamedTuple):
@@ -103,15 +110,9 @@ class State(NamedTuple):
 def log_evidence(parses: Parse, images, cfg: FitConfig) -> jax.Array:
     """``log P(I) ~ logsumexp_k [log w_k + refit(parse_k -> I)]`` for parses with leading axes
     ``(n, K)`` of ``images bool (n, 105, 105)`` -> ``f32 (n,)``."""
-    n, K, S, P = parses.mask.shape
+    n, K = parses.mask.shape[:2]
     ims = jnp.broadcast_to(images[:, None], (n, K, IMAGE_SIZE, IMAGE_SIZE))
-    own = refit_batch(
-        parses.points.reshape(-1, S, P, 2),
-        parses.mask.reshape(-1, S, P),
-        ims.reshape(-1, IMAGE_SIZE, IMAGE_SIZE),
-        cfg,
-        cfg.refit_steps,
-    ).reshape(n, K)
+    own = refit_batch(parses.points, parses.mask, ims, cfg, cfg.refit_steps)  # (n, K)
     return logsumexp(parses.log_weight + own, axis=-1)
 
 
@@ -169,11 +170,11 @@ def score_queries(state: State, q_parses: Parse, q_images, cfg: BPLConfig) -> ja
 
     # 2. prune: best parse of every shot -> every query, few steps
     best = c.points[:, :, 0], c.mask[:, :, 0]  # (n_way, k, S, P, 2), (n_way, k, S, P)
-    pts = jnp.broadcast_to(best[0][None], (n_query, n_way, k, S, P, 2)).reshape(-1, S, P, 2)
-    msk = jnp.broadcast_to(best[1][None], (n_query, n_way, k, S, P)).reshape(-1, S, P)
+    pts = jnp.broadcast_to(best[0][None], (n_query, n_way, k, S, P, 2))
+    msk = jnp.broadcast_to(best[1][None], (n_query, n_way, k, S, P))
     ims = jnp.broadcast_to(q_images[:, None, None], (n_query, n_way, k, IMAGE_SIZE, IMAGE_SIZE))
-    cheap = refit_batch(pts, msk, ims.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), cfg, cfg.prune_steps)
-    cheap = logsumexp(cheap.reshape(n_query, n_way, k), axis=-1) - jnp.log(k)
+    cheap = refit_batch(pts, msk, ims, cfg, cfg.prune_steps)  # (n_query, n_way, k)
+    cheap = logsumexp(cheap, axis=-1) - jnp.log(k)
     if width >= n_way and cfg.prune_steps == 0:
         cheap = jnp.zeros_like(cheap)
     kept = jnp.argsort(-cheap, axis=1)[:, :width]  # (n_query, width)
@@ -184,13 +185,7 @@ def score_queries(state: State, q_parses: Parse, q_images, cfg: BPLConfig) -> ja
     f_ims = jnp.broadcast_to(
         q_images[:, None, None, None], (n_query, width, k, K, IMAGE_SIZE, IMAGE_SIZE)
     )
-    fwd = refit_batch(
-        fp.reshape(-1, S, P, 2),
-        fm.reshape(-1, S, P),
-        f_ims.reshape(-1, IMAGE_SIZE, IMAGE_SIZE),
-        cfg,
-        cfg.refit_steps,
-    ).reshape(n_query, width, k, K)
+    fwd = refit_batch(fp, fm, f_ims, cfg, cfg.refit_steps)  # (n_query, width, k, K)
     one_way = logsumexp(c.log_weight[kept] + fwd, axis=-1)  # (n_query, width, k)
 
     if cfg.two_way:
@@ -200,13 +195,7 @@ def score_queries(state: State, q_parses: Parse, q_images, cfg: BPLConfig) -> ja
         b_ims = jnp.broadcast_to(
             state.images[kept][:, :, :, None], (n_query, width, k, K, IMAGE_SIZE, IMAGE_SIZE)
         )
-        bwd = refit_batch(
-            bp.reshape(-1, S, P, 2),
-            bm.reshape(-1, S, P),
-            b_ims.reshape(-1, IMAGE_SIZE, IMAGE_SIZE),
-            cfg,
-            cfg.refit_steps,
-        ).reshape(n_query, width, k, K)
+        bwd = refit_batch(bp, bm, b_ims, cfg, cfg.refit_steps)  # (n_query, width, k, K)
         back = logsumexp(q_parses.log_weight[:, None, None] + bwd, axis=-1)
         per_shot = one_way + back - state.log_evidence[kept]
     else:
