@@ -632,6 +632,15 @@ def _pretrained(
     return cfg, params["backbone"], config
 
 
+def _pretrain_provenance(checkpoint, config: dict[str, Any]) -> dict[str, Any]:
+    """Which pretrained checkpoint a contender starts from, for its results ``config``."""
+    return {
+        "checkpoint": str(checkpoint),
+        "pretrain": config.get("train", {}),
+        "pretrain_step": config.get("step"),
+    }
+
+
 def _describe(
     cfg: ViTConfig, ft: FinetuneConfig, seed: int, extra: dict[str, Any]
 ) -> dict[str, Any]:
@@ -665,11 +674,7 @@ def make_finetune_contender(
     ft = _replace(FINETUNE_DEFAULT, overrides or {}, "vit")
     if quick:
         ft = dataclasses.replace(ft, steps=max(1, ft.steps // 4))
-    extra = {
-        "checkpoint": str(checkpoint),
-        "pretrain": config.get("train", {}),
-        "pretrain_step": config.get("step"),
-    }
+    extra = _pretrain_provenance(checkpoint, config)
     return ViTContender("vit", cfg, backbone, ft, _describe(cfg, ft, seed, extra))
 
 
@@ -685,11 +690,7 @@ def make_proto_contender(
     ft = _replace(FinetuneConfig(steps=0), overrides or {}, "vit-proto")
     if ft.steps != 0:
         raise ValueError("vit-proto does not fine-tune (steps must be 0); use --model vit")
-    extra = {
-        "checkpoint": str(checkpoint),
-        "pretrain": config.get("train", {}),
-        "pretrain_step": config.get("step"),
-    }
+    extra = _pretrain_provenance(checkpoint, config)
     return ViTContender("vit-proto", cfg, backbone, ft, _describe(cfg, ft, seed, extra))
 
 
