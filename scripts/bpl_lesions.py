@@ -1,84 +1,175 @@
-"""Lesions and pruning cost of the bpl contender on the first N dev runs (k = 1, all 20 queries).
-Usage: python lesions.py N OUT.json. Scores every (query, class) pair without pruning, then
-derives each variant's predictions from the same fits."""
+"""Lesions, pruning cost and score variants of the ``bpl`` contender on the first N dev runs.
 
+Every (query, class) pair of every run is scored without pruning and the score's terms are saved
+per run (``OUT/run_XX.npz``; an interrupted call resumes). Each variant's predictions are then
+derived from the same fits and written to ``OUT/summary.json``:
+
+    python scripts/bpl_lesions.py --runs 10 --library results/small1.npz --out results/lesions
+        [--full] [--unrefined] [--set KEY=VALUE ...]
+
+Terms (q = query, c = class, k = parse): ``fwd[q, c, k]`` refit of class c's parse k to query q;
+``bwd[q, c, k]`` refit of query q's parse k to class c's image; ``own[c, k]`` refit of class c's
+parse k to its own image; ``cheap[q, c]`` the pruning refit; ``*_ll``, ``*_type``,
+``*_type_uniform`` the parses' image log-likelihood and log P(type) under the learned library and
+under the library with uniform primitives. ``--unrefined`` adds the same terms for parses
+scored as proposed (no refinement).
+"""
+
+from __future__ import annotations
+
+import argparse
 import dataclasses
 import json
-import sys
 import time
+from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from conceptlearn.cli import parse_key_values
 from conceptlearn.datasets.episodes import load_episode, load_runs
-from conceptlearn.inference.classify import QUICK, parse_images, refit_batch
+from conceptlearn.inference.classify import FULL, QUICK, parse_images, refit_batch
+from conceptlearn.inference.fit import parse_log_prior
+from conceptlearn.inference.parse_type import parse_type_log_prob, uniform_primitives
+from conceptlearn.model.library import load_library
 
-n_runs, out = int(sys.argv[1]), sys.argv[2]
-runs, src = load_runs("dev")
-cfg = QUICK
-errors, t0 = {}, time.time()
+_type_lp = jax.jit(jax.vmap(jax.vmap(parse_type_log_prob, (None, 0, 0)), (None, 0, 0)))
 
 
-def pairs(parses, targets, steps, best_only=False):
-    """refit scores (n_target, n_parse_images, K) of every parse to every target image."""
+def pair_refits(parses, targets, cfg, steps, best_only=False) -> np.ndarray:
+    """Refit scores ``(n_target, n_images, K)`` of every parse to every target image."""
     pts, msk = parses.points, parses.mask
     if best_only:
         pts, msk = pts[:, :1], msk[:, :1]
-    m, (n, K) = targets.shape[0], msk.shape[:2]
-
-    def b(x):
-        return jnp.broadcast_to(x[None], (m,) + x.shape).reshape((-1,) + x.shape[2:])
-
-    ims = jnp.broadcast_to(jnp.asarray(targets)[:, None, None], (m, n, K, 105, 105)).reshape(
-        -1, 105, 105
-    )
-    return np.asarray(refit_batch(b(pts), b(msk), ims, cfg, steps)).reshape(m, n, K)
+    m = targets.shape[0]
+    lead = (m,) + msk.shape[:2]
+    ims = jnp.broadcast_to(jnp.asarray(targets)[:, None, None], lead + targets.shape[1:])
+    pts = jnp.broadcast_to(pts[None], lead + pts.shape[2:])
+    msk = jnp.broadcast_to(msk[None], lead + msk.shape[2:])
+    return np.asarray(refit_batch(pts, msk, ims, cfg, steps))
 
 
-def err(scores, labels):
-    return int((np.asarray(scores).argmax(1) != labels).sum())
+def run_terms(episode, cfg, library, lesioned, prefix="") -> dict[str, np.ndarray]:
+    """All score terms of one k = 1 episode (see the module docstring)."""
+    sup, qry = episode.support[:, 0], episode.queries
+    sp, qp = parse_images(sup, cfg, 0), parse_images(qry, cfg, 1000)
+    own = pair_refits(sp, sup, cfg, cfg.refit_steps)
+    out = {
+        "fwd": pair_refits(sp, qry, cfg, cfg.refit_steps),
+        "bwd": pair_refits(qp, sup, cfg, cfg.refit_steps).transpose(1, 0, 2),
+        "own": np.stack([own[i, i] for i in range(len(sup))]),
+    }
+    if not prefix:
+        out["cheap"] = pair_refits(sp, qry, cfg, cfg.prune_steps, best_only=True)[..., 0]
+    for side, p in (("c", sp), ("q", qp)):
+        standin = jax.vmap(jax.vmap(lambda x, m: parse_log_prior(x, m, cfg)))(p.points, p.mask)
+        out[f"{side}_ll"] = np.asarray(p.log_post - standin)
+        out[f"{side}_standin"] = np.asarray(standin)
+        out[f"{side}_type"] = np.asarray(_type_lp(library, p.points, p.mask))
+        out[f"{side}_type_uniform"] = np.asarray(_type_lp(lesioned, p.points, p.mask))
+    return {prefix + k: v for k, v in out.items()}
 
 
-for ri in range(n_runs):
-    ep = load_episode(runs[ri], src)
-    sup, qry, lab = ep.support[:, 0], ep.queries, ep.labels
-    for name, pc in [("refined", cfg), ("unrefined", dataclasses.replace(cfg, parse_steps=0))]:
-        sp, qp = parse_images(sup, pc, 0), parse_images(qry, pc, 1000)
-        fwd = pairs(sp, qry, cfg.refit_steps)  # (q, c, K)
-        bwd = pairs(qp, sup, cfg.refit_steps).transpose(1, 0, 2)  # (q, c, K)
-        own = np.stack([pairs(sp, sup[i : i + 1], cfg.refit_steps)[0, i] for i in range(len(sup))])
-        w_c, w_q = np.asarray(sp.log_weight), np.asarray(qp.log_weight)
-        ev = logsumexp(w_c + own, -1)
-        one = logsumexp(w_c[None] + fwd, -1)
-        two = one + logsumexp(w_q[:, None] + bwd, -1) - ev[None]
-        two_k1 = fwd[..., 0] + bwd[..., 0] - own[None, :, 0]
-        res = {f"{name} two-way K=2": two}
-        if name == "refined":
-            cheap = pairs(sp, qry, cfg.prune_steps, best_only=True)[..., 0]
-            res.update(
-                {
-                    "refined one-way K=2": one,
-                    "refined two-way K=1": two_k1,
-                    "cheap prune score alone": cheap,
-                }
-            )
-            for width in (1, 2, 4, 8):
-                kept = np.argsort(-cheap, 1)[:, :width]
-                pruned = np.full_like(two, -np.inf)
-                np.put_along_axis(pruned, kept, np.take_along_axis(two, kept, 1), 1)
-                res[f"refined two-way K=2, prune width {width}"] = pruned
-        for k, v in res.items():
-            errors[k] = errors.get(k, 0) + err(v, lab)
-    print(ri, errors, f"{time.time() - t0:.0f}s", flush=True)
-json.dump(
-    {
-        "n_runs": n_runs,
-        "n_queries": 20 * n_runs,
+def _weights(log_post):
+    """Normalised log weights over the last axis (``-inf`` entries are invalid parses)."""
+    return log_post - logsumexp(log_post, axis=-1, keepdims=True)
+
+
+def two_way(t, prior="standin", evidence_prior=False, back_weight=1.0, K=None, prefix=""):
+    """Scores ``(n_query, n_way)`` from saved terms ``t``: parse weights from
+    ``ll + prior`` (``prior`` in standin / type / type_uniform / none); the evidence is the
+    self-refit, plus log P(type) when ``evidence_prior``."""
+    g = {k[len(prefix) :]: v for k, v in t.items() if k.startswith(prefix)}
+    K = K or g["fwd"].shape[-1]
+    sl = slice(0, K)
+    c_lp = g["c_ll"][:, sl] + (g[f"c_{prior}"][:, sl] if prior != "none" else 0.0)
+    q_lp = g["q_ll"][:, sl] + (g[f"q_{prior}"][:, sl] if prior != "none" else 0.0)
+    w_c, w_q = _weights(c_lp), _weights(q_lp)
+    one = logsumexp(w_c[None] + g["fwd"][..., sl], -1)
+    back = logsumexp(w_q[:, None] + g["bwd"][..., sl], -1)
+    own = g["own"][:, sl] + (g[f"c_{prior}"][:, sl] if evidence_prior else 0.0)
+    ev = logsumexp(w_c + own, -1)
+    return one + back_weight * (back - ev[None])
+
+
+def variants(t) -> dict[str, np.ndarray]:
+    """Every variant's scores ``(n_query, n_way)`` for one run's terms."""
+    base = two_way(t)
+    out = {
+        "two-way, stand-in prior weights (preset)": base,
+        "two-way, learned type prior weights": two_way(t, prior="type"),
+        "two-way, uniform-primitive type prior weights": two_way(t, prior="type_uniform"),
+        "two-way, learned type prior weights and evidence": two_way(
+            t, prior="type", evidence_prior=True
+        ),
+        "two-way, uniform-primitive weights and evidence": two_way(
+            t, prior="type_uniform", evidence_prior=True
+        ),
+        "two-way, likelihood-only weights": two_way(t, prior="none"),
+        "one-way only": two_way(t, back_weight=0.0),
+        "two-way, K = 1": two_way(t, K=1),
+        "two-way, backward term x 0.5": two_way(t, back_weight=0.5),
+        "two-way, backward term x 2": two_way(t, back_weight=2.0),
+        "pruning score alone": t["cheap"],
+    }
+    for width in (1, 2, 4, 8):
+        kept = np.argsort(-t["cheap"], 1)[:, :width]
+        pruned = np.full_like(base, -np.inf)
+        np.put_along_axis(pruned, kept, np.take_along_axis(base, kept, 1), 1)
+        out[f"two-way, prune width {width}"] = pruned
+    if "unrefined_fwd" in t:
+        out["no refinement (proposals as they are)"] = two_way(t, prefix="unrefined_")
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10, help="first N dev runs")
+    parser.add_argument("--library", required=True, help="learned library .npz")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--full", action="store_true", help="FULL preset (default QUICK)")
+    parser.add_argument("--unrefined", action="store_true", help="also score unrefined parses")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    cfg = dataclasses.replace(FULL if args.full else QUICK, **parse_key_values(args.set))
+    library = load_library(args.library)
+    lesioned = uniform_primitives(library)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs, source = load_runs("dev")
+    errors: dict[str, int] = {}
+    n_queries, t0 = 0, time.time()
+    for i in range(args.runs):
+        path = out / f"run_{i:02d}.npz"
+        if not path.exists():
+            episode = load_episode(runs[i], source)
+            terms = run_terms(episode, cfg, library, lesioned)
+            if args.unrefined:
+                unrefined = dataclasses.replace(cfg, parse_steps=0)
+                terms |= run_terms(episode, unrefined, library, lesioned, prefix="unrefined_")
+            np.savez(path.with_suffix(".tmp.npz"), labels=episode.labels, **terms)
+            path.with_suffix(".tmp.npz").replace(path)
+        with np.load(path, allow_pickle=False) as f:
+            t = dict(f)
+        n_queries += t["labels"].size
+        for name, scores in variants(t).items():
+            errors[name] = errors.get(name, 0) + int((scores.argmax(1) != t["labels"]).sum())
+        print(i, f"{time.time() - t0:.0f}s", errors["two-way, stand-in prior weights (preset)"])
+    summary = {
+        "n_runs": args.runs,
+        "n_queries": n_queries,
         "errors": errors,
+        "error_pct": {k: round(100.0 * v / n_queries, 2) for k, v in errors.items()},
         "config": dataclasses.asdict(cfg),
         "seconds": time.time() - t0,
-    },
-    open(out, "w"),
-    indent=1,
-)
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    for k, v in summary["error_pct"].items():
+        print(f"{v:6.2f}  {k}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

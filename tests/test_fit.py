@@ -86,6 +86,8 @@ def test_token_prior_matches_gaussian_log_density_up_to_a_constant():
         jnp.asarray(rng.normal(size=(3, 2)), jnp.float32),
         jnp.asarray(rng.normal(size=(3, 8, 2)), jnp.float32),
         jnp.float32(0.2),
+        jnp.float32(0.3),
+        jnp.float32(-0.1),
     )
     ref = (
         stats.norm(0, CFG.scale_sigma).logpdf(np.asarray(tok.log_scale)).sum()
@@ -93,6 +95,8 @@ def test_token_prior_matches_gaussian_log_density_up_to_a_constant():
         + stats.norm(0, CFG.stroke_sigma).logpdf(np.asarray(tok.stroke_shift[0])).sum()
         + stats.norm(0, CFG.motor_sigma).logpdf(np.asarray(tok.motor[0])).sum()
         + stats.norm(0, CFG.width_sigma).logpdf(0.2)
+        + stats.norm(0, CFG.rotate_sigma).logpdf(0.3)
+        + stats.norm(0, CFG.shear_sigma).logpdf(-0.1)
     )
     const = (
         stats.norm(0, CFG.scale_sigma).logpdf(0) * 2
@@ -100,6 +104,8 @@ def test_token_prior_matches_gaussian_log_density_up_to_a_constant():
         + stats.norm(0, CFG.stroke_sigma).logpdf(0) * 2
         + stats.norm(0, CFG.motor_sigma).logpdf(0) * 16
         + stats.norm(0, CFG.width_sigma).logpdf(0)
+        + stats.norm(0, CFG.rotate_sigma).logpdf(0)
+        + stats.norm(0, CFG.shear_sigma).logpdf(0)
     )
     np.testing.assert_allclose(
         float(token_log_prior(tok, jnp.asarray(mask), CFG)), ref - const, rtol=1e-4

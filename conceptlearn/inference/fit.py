@@ -6,7 +6,8 @@ coarse-to-fine blur schedule so that far-off ink still pulls):
 - :func:`refine_parses` fits every proposal of one image (``vmap`` over candidates, one jitted
   call) by moving the trajectory points freely under the image likelihood plus a parse prior;
 - :func:`refit_token` refits one parse to another image through token variables only: a global
-  affine (scale and translation about the parse centre) plus small per-point motor noise. This is
+  affine (scale, rotation, shear and translation about the parse centre), per-stroke shifts and
+  small per-point motor noise. This is
   the inner ``max_theta P(I | theta) P(theta | type)`` of BPL's one-shot score (DESIGN.md §5).
 
 :func:`parse_image` chains proposals -> refinement -> the ``K`` best parses with normalised
@@ -58,6 +59,8 @@ class FitConfig:
     stroke_sigma: float = 5.0  # px: std of each stroke's shift (token prior)
     width_sigma: float = 0.3  # std of the log pen width (token prior)
     scale_sigma: float = 0.15  # std of log scale (token prior)
+    rotate_sigma: float = 0.15  # rad: std of the rotation (token prior)
+    shear_sigma: float = 0.15  # std of the shear (token prior)
     shift_sigma: float = 8.0  # px: std of the translation (token prior)
     ink_spread: float | None = None  # renderer InkParams overrides (None: DEFAULT_INK)
     ink_gain: float | None = None
@@ -169,23 +172,33 @@ def parse_image(image: np.ndarray, cfg: FitConfig, *, seed: int = 0) -> Parse:
 class Token(NamedTuple):
     """Token variables of a refit: ``log_scale f32 (2,)``, ``shift f32 (2,)`` px,
     ``stroke_shift f32 (S, 2)`` px per stroke (relation jitter), ``motor f32 (S, P, 2)`` px
-    per-point motor noise, ``log_width f32 ()`` pen width relative to the default ink."""
+    per-point motor noise, ``log_width f32 ()`` pen width relative to the default ink,
+    ``rotation f32 ()`` rad and ``shear f32 ()``."""
 
     log_scale: jax.Array
     shift: jax.Array
     stroke_shift: jax.Array
     motor: jax.Array
     log_width: jax.Array
+    rotation: jax.Array
+    shear: jax.Array
+
+
+def token_affine(token: Token) -> jax.Array:
+    """The token's linear map ``f32 (2, 2)`` on (col, row) offsets: rotation @ shear @ scale."""
+    cos, sin = jnp.cos(token.rotation), jnp.sin(token.rotation)
+    rotation = jnp.stack([jnp.stack([cos, -sin]), jnp.stack([sin, cos])])
+    shear = jnp.eye(2) + token.shear * jnp.asarray([[0.0, 1.0], [0.0, 0.0]])
+    return rotation @ shear @ jnp.diag(jnp.exp(token.log_scale))
 
 
 def token_points(points, mask, token: Token) -> jax.Array:
     """Apply ``token`` to a parse's ``points f32 (S, P, 2)``: motor noise and stroke shifts,
-    then scale about the parse's centre of mass, then shift."""
+    then the affine map (:func:`token_affine`) about the parse's centre of mass, then shift."""
     w = mask[..., None].astype(points.dtype)
     centre = jnp.sum(points * w, (0, 1)) / jnp.maximum(jnp.sum(w), 1.0)
     moved = points + token.motor + token.stroke_shift[:, None, :]
-    scale, offset = jnp.exp(token.log_scale)[None, None], (centre + token.shift)[None, None]
-    return (moved - centre[None, None]) * scale + offset
+    return (moved - centre[None, None]) @ token_affine(token).T + (centre + token.shift)[None, None]
 
 
 def token_ink(token: Token, cfg: FitConfig) -> InkParams:
@@ -206,11 +219,12 @@ def token_log_prior(token: Token, mask, cfg: FitConfig) -> jax.Array:
     scale = jnp.sum(token.log_scale**2) / cfg.scale_sigma**2
     shift = jnp.sum(token.shift**2) / cfg.shift_sigma**2
     width = token.log_width**2 / cfg.width_sigma**2
-    return -0.5 * (motor + jitter + scale + shift + width)
+    affine = token.rotation**2 / cfg.rotate_sigma**2 + token.shear**2 / cfg.shear_sigma**2
+    return -0.5 * (motor + jitter + scale + shift + width + affine)
 
 
-# Preconditioning: the optimiser sees log-scale and log-width in px at these radii, so one
-# learning rate (px per step) fits every variable.
+# Preconditioning: the optimiser sees log-scale, rotation, shear and log-width in px at these
+# radii, so one learning rate (px per step) fits every variable.
 _SCALE_PX = 30.0
 _WIDTH_PX = 3.0
 
@@ -234,12 +248,18 @@ def fit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None):
     centre = jnp.sum(points * w, (0, 1)) / jnp.maximum(jnp.sum(w), 1.0)
     shift0 = jnp.where(jnp.sum(img) > 0, ink_centre - centre, 0.0)
     n_strokes = points.shape[0]
+    zero = jnp.zeros(())
     u0 = Token(
-        jnp.zeros(2), shift0, jnp.zeros((n_strokes, 2)), jnp.zeros_like(points), jnp.zeros(())
+        jnp.zeros(2), shift0, jnp.zeros((n_strokes, 2)), jnp.zeros_like(points), zero, zero, zero
     )
 
     def unpack(u: Token) -> Token:
-        return u._replace(log_scale=u.log_scale / _SCALE_PX, log_width=u.log_width / _WIDTH_PX)
+        return u._replace(
+            log_scale=u.log_scale / _SCALE_PX,
+            log_width=u.log_width / _WIDTH_PX,
+            rotation=u.rotation / _SCALE_PX,
+            shear=u.shear / _SCALE_PX,
+        )
 
     def objective(u: Token, sigma):
         tok = unpack(u)
