@@ -173,6 +173,11 @@ def evaluate_contender(
             "seconds": seconds,
             "predictions": [int(p) for p in predictions],
             "labels": [int(label) for label in episode.labels],
+            # how far each query's true class is behind the winner (0 when correct)
+            "margins": [
+                round(float(s.max() - s[label]), 4)
+                for s, label in zip(scores, episode.labels, strict=True)
+            ],
         }
         partial = _summarise(
             {**results, "runs": [finished[r.name] for r in runs if r.name in finished]}

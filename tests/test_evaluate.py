@@ -74,6 +74,9 @@ def test_results_fields(tiny_runs, small1_images, tmp_path):
     for r in on_disk["runs"]:
         assert set(r) >= {"run", "n_test", "n_errors", "error_pct", "seconds"}
         assert r["error_pct"] == pytest.approx(100 * r["n_errors"] / r["n_test"])
+        margins = np.asarray(r["margins"])
+        right = np.asarray(r["predictions"]) == np.asarray(r["labels"])
+        assert np.all(margins[right] == 0.0) and np.all(margins[~right] >= 0.0)
     lo, hi = on_disk["ci95_pct"]
     assert lo <= on_disk["mean_error_pct"] <= hi
 

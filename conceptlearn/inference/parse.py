@@ -90,7 +90,9 @@ def draw_parses(image: np.ndarray, parse: Parse, path: str | Path, title: str = 
 def save_error_overlays(
     results_path: str | Path, runs_spec: str, out_dir: str | Path, cfg, max_errors: int = 20
 ) -> list[Path]:
-    """Parse overlays of the misclassified queries in a harness results file (k = 1 runs)."""
+    """Parse overlays of the misclassified queries in a harness results file (k = 1 runs): the
+    ``max_errors`` worst (largest score margin of the winner over the true class) when the file
+    records margins, else the first in run order."""
     from conceptlearn.datasets.episodes import load_episode, load_runs
     from conceptlearn.inference.fit import parse_image
 
@@ -98,25 +100,27 @@ def save_error_overlays(
     runs = {r.name: r for r in load_runs(runs_spec)[0]}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    errors = [
+        (-res.get("margins", [0.0] * len(res["labels"]))[q], i, q, pred, label)
+        for i, res in enumerate(results["runs"])
+        for q, (pred, label) in enumerate(zip(res["predictions"], res["labels"], strict=True))
+        if pred != label
+    ]
+    source = load_runs(runs_spec)[1]
     written = []
-    for res in results["runs"]:
-        run = runs[res["run"]]
-        episode = None
-        for q, (pred, label) in enumerate(zip(res["predictions"], res["labels"], strict=True)):
-            if pred == label or len(written) >= max_errors:
-                continue
-            if episode is None:
-                episode = load_episode(run, load_runs(runs_spec)[1])
-            images = [episode.queries[q], episode.support[label, 0], episode.support[pred, 0]]
-            names = ["query", f"true class {label}", f"predicted {pred}"]
-            path = out_dir / f"{run.name}_q{q:02d}.png"
-            panels = []
-            for im, name in zip(images, names, strict=True):
-                tmp = out_dir / f".{name.split()[0]}.png"
-                draw_parses(im, parse_image(im, cfg), tmp, title=name)
-                panels.append(tmp)
-            _stack_vertically(panels, path)
-            written.append(path)
+    for rank, (_, i, q, pred, label) in enumerate(sorted(errors)[:max_errors]):
+        run = runs[results["runs"][i]["run"]]
+        episode = load_episode(run, source)
+        images = [episode.queries[q], episode.support[label, 0], episode.support[pred, 0]]
+        names = ["query", f"true class {label}", f"predicted {pred}"]
+        path = out_dir / f"{rank:02d}_{run.name}_q{q:02d}.png"
+        panels = []
+        for im, name in zip(images, names, strict=True):
+            tmp = out_dir / f".{name.split()[0]}.png"
+            draw_parses(im, parse_image(im, cfg), tmp, title=name)
+            panels.append(tmp)
+        _stack_vertically(panels, path)
+        written.append(path)
     return written
 
 
