@@ -12,6 +12,7 @@ from skimage.draw import line
 
 from conceptlearn.contenders import make_contender
 from conceptlearn.inference.fit import TRACE_COUNT
+from conceptlearn.model.library import save_library, toy_library
 
 TINY = {
     "max_candidates": 2,
@@ -44,8 +45,13 @@ SHAPES = [
 
 
 @pytest.fixture(scope="module")
-def contender():
-    return make_contender("bpl", seed=0, quick=True, overrides=TINY)
+def contender(tmp_path_factory):
+    """The tiny contender, weighing parses by log P(type) under a toy library."""
+    path = tmp_path_factory.mktemp("library") / "toy.npz"
+    save_library(toy_library(n_primitives=6), path)
+    bpl = make_contender("bpl", seed=0, quick=True, overrides=TINY, library=str(path))
+    assert bpl._library is not None
+    return bpl
 
 
 def _episode(shift):

@@ -14,8 +14,9 @@ calibrated ratio: how much worse ``I_T``'s programs explain ``I_C`` than ``I_C``
 Stages (every knob in :class:`BPLConfig`):
 
 1. parse every support and query image (proposals -> refinement -> K best);
-2. prune: refit each class's best parse to every query with ``prune_steps`` steps (one batched
-   call) and keep the ``prune_width`` best classes per query;
+2. prune: refit each class's best parse to every query, and each query's best parse to every
+   class image, with ``prune_steps`` steps (two batched calls), and keep the ``prune_width``
+   classes per query with the best cheap two-way score;
 3. score the kept pairs both ways with ``refit_steps`` steps (two batched calls).
 
 For ``k > 1`` support images per class, each shot is scored as a class image of its own and the
@@ -44,13 +45,16 @@ from conceptlearn.model.render import IMAGE_SIZE
 class BPLConfig(FitConfig):
     """Every knob of the ``bpl`` contender: the fit constants (:class:`FitConfig`) plus these."""
 
-    prune_width: int = 5  # classes per query kept for the two-way refits (>= n_way: no pruning)
-    prune_steps: int = 8  # refit steps of the cheap one-way pruning score
+    prune_width: int = 1000  # classes per query kept for the two-way refits (>= n_way: all)
+    prune_steps: int = 8  # refit steps of the cheap pruning score
+    prune_two_way: bool = True  # prune on the two-way score of the best parses (else one-way)
     two_way: bool = True  # False: one-way score log P(I_T | I_C) only
+    type_prior: bool = True  # weigh parses by log P(type) under --library (else stand-in prior)
 
 
-FULL = BPLConfig()
-QUICK = BPLConfig(
+# FULL scores every class both ways; QUICK prunes to 4 classes per query first (dev runs:
+# docs/results/bpl.md). Both use the same fit constants.
+FULL = BPLConfig(
     max_candidates=6,
     max_strokes=5,
     n_points=10,
@@ -58,9 +62,10 @@ QUICK = BPLConfig(
     parse_steps=10,
     refit_steps=20,
     n_samples=24,
-    prune_width=4,
+    prune_width=1000,
     prune_steps=6,
 )
+QUICK = dataclasses.replace(FULL, prune_width=4)
 
 
 def as_image(image: np.ndarray) -> np.ndarray:
@@ -76,9 +81,13 @@ def as_image(image: np.ndarray) -> np.ndarray:
     return grey > 0.25
 
 
-def parse_images(images: np.ndarray, cfg: FitConfig, seed: int) -> Parse:
-    """Parse ``images bool (n, H, W)`` -> :class:`Parse` with a leading axis ``n``."""
-    parses = [parse_image(as_image(im), cfg, seed=seed + i) for i, im in enumerate(images)]
+def parse_images(images: np.ndarray, cfg: FitConfig, seed: int, library=None) -> Parse:
+    """Parse ``images bool (n, H, W)`` -> :class:`Parse` with a leading axis ``n`` (parses
+    weighted by the type prior of ``library``, or the stand-in prior when None)."""
+    parses = [
+        parse_image(as_image(im), cfg, seed=seed + i, library=library)
+        for i, im in enumerate(images)
+    ]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *parses)
 
 
@@ -126,6 +135,11 @@ class BPLContender:
         self.seed = seed
         self.library = library
         self.config = {**dataclasses.asdict(cfg), "library": library}
+        self._library = None
+        if library is not None and cfg.type_prior:
+            from conceptlearn.model.library import load_library
+
+            self._library = load_library(library)
 
     def _seed(self, key) -> int:
         if key is None:
@@ -138,7 +152,7 @@ class BPLContender:
             raise ValueError(f"support must be (n_way, k, H, W), got shape {support.shape}")
         n_way, k = support.shape[:2]
         flat = np.stack([as_image(im) for im in support.reshape(n_way * k, *support.shape[2:])])
-        parses = parse_images(flat, self.cfg, self._seed(key))
+        parses = parse_images(flat, self.cfg, self._seed(key), self._library)
         if self.cfg.two_way:
             evidence = log_evidence(parses, jnp.asarray(flat), self.cfg).reshape(n_way, k)
         else:
@@ -152,8 +166,30 @@ class BPLContender:
         if queries.ndim != 3:
             raise ValueError(f"queries must be (n_query, H, W), got shape {queries.shape}")
         q_images = jnp.asarray(np.stack([as_image(im) for im in queries]))
-        q_parses = parse_images(q_images, self.cfg, self._seed(key))
+        q_parses = parse_images(q_images, self.cfg, self._seed(key), self._library)
         return np.asarray(score_queries(state, q_parses, q_images, self.cfg))
+
+
+def prune_scores(state: State, q_parses: Parse, q_images, cfg: BPLConfig) -> jax.Array:
+    """The cheap score ``f32 (n_query, n_way)``: the best parse of every shot refit to every
+    query with ``cfg.prune_steps`` steps, plus (``prune_two_way``) the best parse of every query
+    refit to every shot minus the shot's evidence; log-mean-exp over shots."""
+    c = state.parses
+    n_way, k = c.log_post.shape[:2]
+    n_query = q_images.shape[0]
+    S, P = c.mask.shape[-2:]
+    lead = (n_query, n_way, k)
+    pts = jnp.broadcast_to(c.points[None, :, :, 0], (*lead, S, P, 2))
+    msk = jnp.broadcast_to(c.mask[None, :, :, 0], (*lead, S, P))
+    ims = jnp.broadcast_to(q_images[:, None, None], (*lead, IMAGE_SIZE, IMAGE_SIZE))
+    cheap = refit_batch(pts, msk, ims, cfg, cfg.prune_steps)  # (n_query, n_way, k)
+    if cfg.prune_two_way and cfg.two_way:
+        qp = jnp.broadcast_to(q_parses.points[:, None, None, 0], (*lead, S, P, 2))
+        qm = jnp.broadcast_to(q_parses.mask[:, None, None, 0], (*lead, S, P))
+        c_ims = jnp.broadcast_to(state.images[None], (*lead, IMAGE_SIZE, IMAGE_SIZE))
+        back = refit_batch(qp, qm, c_ims, cfg, cfg.prune_steps)
+        cheap = cheap + back - state.log_evidence[None]
+    return logsumexp(cheap, axis=-1) - jnp.log(k)
 
 
 def score_queries(state: State, q_parses: Parse, q_images, cfg: BPLConfig) -> jax.Array:
@@ -168,16 +204,12 @@ def score_queries(state: State, q_parses: Parse, q_images, cfg: BPLConfig) -> ja
     S, P = c.mask.shape[-2:]
     width = min(cfg.prune_width, n_way)
 
-    # 2. prune: best parse of every shot -> every query, few steps
-    best = c.points[:, :, 0], c.mask[:, :, 0]  # (n_way, k, S, P, 2), (n_way, k, S, P)
-    pts = jnp.broadcast_to(best[0][None], (n_query, n_way, k, S, P, 2))
-    msk = jnp.broadcast_to(best[1][None], (n_query, n_way, k, S, P))
-    ims = jnp.broadcast_to(q_images[:, None, None], (n_query, n_way, k, IMAGE_SIZE, IMAGE_SIZE))
-    cheap = refit_batch(pts, msk, ims, cfg, cfg.prune_steps)  # (n_query, n_way, k)
-    cheap = logsumexp(cheap, axis=-1) - jnp.log(k)
-    if width >= n_way and cfg.prune_steps == 0:
-        cheap = jnp.zeros_like(cheap)
-    kept = jnp.argsort(-cheap, axis=1)[:, :width]  # (n_query, width)
+    # 2. prune (skipped when every class is kept)
+    if width < n_way:
+        cheap = prune_scores(state, q_parses, q_images, cfg)
+    else:
+        cheap = jnp.zeros((n_query, n_way))
+    kept = jnp.argsort(-cheap, axis=1, stable=True)[:, :width]  # (n_query, width)
 
     # 3a. forward: every parse of every shot of each kept class -> its query
     fp = c.points[kept]  # (n_query, width, k, K, S, P, 2)

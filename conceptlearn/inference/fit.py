@@ -156,8 +156,11 @@ def top_k(points, mask, log_post, k: int) -> Parse:
     return Parse(points[order], mask[order], log_weight, lp)
 
 
-def parse_image(image: np.ndarray, cfg: FitConfig, *, seed: int = 0) -> Parse:
-    """Proposals -> refinement -> the ``cfg.n_parses`` best parses of ``image bool (105, 105)``."""
+def parse_image(image: np.ndarray, cfg: FitConfig, *, seed: int = 0, library=None) -> Parse:
+    """Proposals -> refinement -> the ``cfg.n_parses`` best parses of ``image bool (105, 105)``,
+    ranked and weighted by ``log P(image | parse) + log P(type)`` under ``library`` (a learned
+    :class:`~conceptlearn.model.library.Library`; see :mod:`conceptlearn.inference.parse_type`),
+    or under the stand-in parse prior when ``library`` is None."""
     prop = propose(
         image,
         max_candidates=cfg.max_candidates,
@@ -166,7 +169,12 @@ def parse_image(image: np.ndarray, cfg: FitConfig, *, seed: int = 0) -> Parse:
         seed=seed,
     )
     pts, ll, lp = refine_parses(prop.points, prop.mask, prop.valid, jnp.asarray(image, bool), cfg)
-    return top_k(pts, jnp.asarray(prop.mask), ll + lp, cfg.n_parses)
+    mask = jnp.asarray(prop.mask)
+    if library is not None:
+        from conceptlearn.inference.parse_type import parse_type_log_probs
+
+        lp = parse_type_log_probs(library, pts, mask)
+    return top_k(pts, mask, ll + lp, cfg.n_parses)
 
 
 class Token(NamedTuple):

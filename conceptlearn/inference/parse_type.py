@@ -169,6 +169,13 @@ def parse_type_log_prob(
     )
 
 
+@jax.jit
+def parse_type_log_probs(library: Library, points, mask) -> jax.Array:
+    """:func:`parse_type_log_prob` of many parses: ``points f32 (C, S, P, 2)``,
+    ``mask bool (C, S, P)`` -> ``f32 (C,)``."""
+    return jax.vmap(parse_type_log_prob, (None, 0, 0))(library, points, mask)
+
+
 def uniform_primitives(library: Library) -> Library:
     """The "uniform primitives" lesion: every primitive equally likely to start a stroke and to
     follow any other (the learned shapes, scales and everything else kept)."""
