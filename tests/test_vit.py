@@ -15,7 +15,7 @@ from conceptlearn.baselines import vit_train as vt
 from conceptlearn.contenders import make_contender
 
 TINY = vit.PRESETS["tiny"]
-TINY_TRAIN = vt.TrainConfig(steps=20, batch=32, ckpt_every=10, lr=3e-3)
+TINY_TRAIN = vt.TrainConfig(steps=20, batch=32, ckpt_every=10, lr=3e-3, loss="proto", ways=8)
 
 
 @pytest.fixture(scope="module")
@@ -47,20 +47,41 @@ def test_output_shapes():
         vit.ViTConfig(image_size=30, patch_size=4)
 
 
+def test_blank_patches_add_only_the_embedding_bias():
+    """Regression: the input used to be 2x-1, so every blank patch (~90% of an Omniglot image)
+    became one large identical token that swamped the pooled feature and stalled pretraining."""
+    graphdef, params = vit.init_classifier(TINY, 3)
+    embed = jax.jit(lambda p, x: vit.nnx.merge(graphdef, p).backbone.embed(x))
+    image = jnp.zeros((1, TINY.image_size, TINY.image_size)).at[0, 0, 0].set(1.0)  # ink in patch 0
+    tokens = np.asarray(embed(params, image))[0]
+    backbone = params["backbone"]
+    blank = np.asarray(backbone["pos"][...]) + np.asarray(backbone["patch"]["bias"][...])
+    np.testing.assert_allclose(tokens[1:], blank[1:], atol=1e-6)
+    assert not np.allclose(tokens[0], blank[0])
+    stem = dataclasses.replace(TINY, stem=(4, 8))
+    tokens = vit.nnx.merge(*vit.init_classifier(stem, 3)).backbone.embed(image)
+    assert tokens.shape == (1, stem.n_patches, stem.width)
+
+
 def test_downsample_keeps_ink_and_position():
     image = np.zeros((105, 105), bool)
     image[30:45, 60:90] = True  # 15 x 30 block
+    levels = jax.jit(vit.ink_levels)(jnp.asarray(image))
+    assert levels.shape == (4, 35, 35)
+    np.testing.assert_allclose(levels[1], image.reshape(35, 3, 35, 3).mean((1, 3)), atol=1e-6)
     render = jax.jit(vit.render, static_argnums=4)
-    small = np.asarray(render(jnp.asarray(image), jnp.eye(2), jnp.zeros(2), jnp.asarray(1), 35))
+    small = np.asarray(render(levels, jnp.eye(2), jnp.zeros(2), jnp.asarray(1), 35))
     assert small.shape == (35, 35) and small.min() >= 0.0 and small.max() <= 1.0
     assert small.sum() * 9 == pytest.approx(image.sum(), rel=0.02)  # coverage is area-preserving
     rows, cols = np.nonzero(small > 0.5)
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (10, 14, 20, 29)
+    at28 = np.asarray(render(levels, jnp.eye(2), jnp.zeros(2), jnp.asarray(1), 28))
+    assert at28.sum() * (105 / 28) ** 2 == pytest.approx(image.sum(), rel=0.03)
     # thickness variant 3 (+2 px) only adds ink; augmentation moves it but keeps it in frame.
-    thick = render(jnp.asarray(image), jnp.eye(2), jnp.zeros(2), jnp.asarray(3), 35)
+    thick = render(levels, jnp.eye(2), jnp.zeros(2), jnp.asarray(3), 35)
     assert float(thick.sum()) > float(small.sum())
     view = jax.jit(vit.augment, static_argnums=(2, 3))(
-        jax.random.key(1), jnp.asarray(image), vit.AugmentConfig(), 35
+        jax.random.key(1), levels, vit.AugmentConfig(), 35
     )
     assert view.shape == (35, 35) and 0.5 < float(view.sum()) / float(small.sum()) < 2.0
 
@@ -70,29 +91,61 @@ def test_quarter_turn_is_exact():
     image[10:20, 70:100] = True
     none = vit.AugmentConfig(strength=0.0)
     augment = jax.jit(vit.augment, static_argnums=(2, 3))
-    turned = augment(jax.random.key(0), jnp.asarray(image), none, 35, 1)
-    expected = augment(jax.random.key(0), jnp.asarray(np.rot90(image, 1).copy()), none, 35, 0)
+    levels = jax.jit(vit.ink_levels)
+    turned = augment(jax.random.key(0), levels(jnp.asarray(image)), none, 28, 1)
+    expected = augment(
+        jax.random.key(0), levels(jnp.asarray(np.rot90(image, 1).copy())), none, 28, 0
+    )
     np.testing.assert_allclose(np.asarray(turned), np.asarray(expected), atol=1e-5)
 
 
-def test_training_steps_lower_the_loss(chars):
-    n_out = vt.n_classes(len(chars), TINY_TRAIN)
-    graphdef, params = vit.init_classifier(TINY, n_out, TINY_TRAIN.seed)
-    step, opt = vt.make_train_step(
-        graphdef, TINY, TINY_TRAIN, n_out
-    )  # cached: shared with pretrain
-    data = jnp.asarray(chars)
+@pytest.mark.parametrize(
+    "tcfg",
+    [TINY_TRAIN, dataclasses.replace(TINY_TRAIN, loss="classify")],
+    ids=["proto", "classify"],
+)
+def test_training_steps_lower_the_loss(chars, tcfg):
+    head, n_out = vt.head_of(tcfg, len(chars))
+    graphdef, params = vit.init_classifier(TINY, n_out, tcfg.seed, head=head)
+    step, opt = vt.make_train_step(graphdef, TINY, tcfg, n_out)  # cached: shared with pretrain
+    data = vt.background_levels(jnp.asarray(chars))
 
     @jax.jit
     def loss(p):
-        tcfg = dataclasses.replace(TINY_TRAIN, batch=128)
-        images, labels = vt.sample_batch(jax.random.key(99), data, tcfg, TINY.image_size)
-        return vt.loss_fn(vit.nnx.merge(graphdef, p), images, labels, n_out=n_out, smoothing=0.0)
+        big = dataclasses.replace(tcfg, batch=4 * tcfg.batch)
+        images, labels = vt.sample_batch(jax.random.key(99), data, big, TINY.image_size)
+        return vt.batch_loss(vit.nnx.merge(graphdef, p), images, labels, big, n_out)
 
     before, opt_state = float(loss(params)), opt.init(params)
-    for i in range(TINY_TRAIN.steps):
+    for i in range(tcfg.steps):
         params, opt_state, _ = step(params, opt_state, data, jax.random.key(i))
     assert float(loss(params)) < before - 0.2
+
+
+def test_proto_batches_are_class_major_and_match_their_labels(chars):
+    """Each class of a proto batch is ``batch // ways`` distinct drawings of one character in
+    one quarter-turn; labels say which class; the loss is the nearest-class-mean softmax."""
+    data = vt.background_levels(jnp.asarray(chars))
+    tcfg = dataclasses.replace(TINY_TRAIN, augment=vit.AugmentConfig(strength=0.0))
+    images, labels = jax.jit(lambda k: vt.sample_batch(k, data, tcfg, 28))(jax.random.key(5))
+    m = tcfg.batch // tcfg.ways
+    np.testing.assert_array_equal(labels, np.arange(tcfg.ways).repeat(m))
+    clean = jax.jit(jax.vmap(lambda lv, r: vit.augment(jax.random.key(0), lv, tcfg.augment, 28, r)))
+    views = np.asarray(clean(data.reshape(-1, 4, 35, 35), jnp.zeros(data.shape[0] * 20, int)))
+    views = views.reshape(len(chars), 20, 28, 28)
+    for c, group in enumerate(np.asarray(images).reshape(tcfg.ways, m, 28, 28)):
+        found = set()
+        for image in group:  # each image is some drawing of one character, turned
+            hits = [
+                (i, j, r)
+                for i in range(len(chars))
+                for j in range(20)
+                for r in range(4)
+                if np.allclose(np.rot90(views[i, j], r), image, atol=1e-5)
+            ]
+            assert len(hits) >= 1
+            found.add(hits[0])
+        assert len({(i, r) for i, _, r in found}) == 1 and len(found) == m, c
 
 
 def test_checkpoint_round_trip_and_corruption(tmp_path):
@@ -179,11 +232,13 @@ def test_proto_is_nearest_cosine_class_mean(chars, tiny_checkpoint):
 
     @jax.jit
     def features(images):
-        f = vit.nnx.merge(graphdef, proto.backbone)(vit._embed_views(proto.cfg, images))
-        return f / jnp.linalg.norm(f, axis=1, keepdims=True)
+        return vit.nnx.merge(graphdef, proto.backbone)(vit._embed_views(proto.cfg, images))
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
     means = np.asarray(features(support.reshape(18, 105, 105))).reshape(6, 3, -1).mean(1)
-    cos = np.asarray(features(queries)) @ (means / np.linalg.norm(means, axis=1, keepdims=True)).T
+    cos = unit(np.asarray(features(queries))) @ unit(means).T
     np.testing.assert_allclose(scores, 10.0 * cos, rtol=1e-4, atol=1e-4)
 
 

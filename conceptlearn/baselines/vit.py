@@ -47,13 +47,16 @@ class CheckpointError(ValueError):
 class ViTConfig:
     """Architecture. Images are resampled from 105 px to ``image_size`` before patching."""
 
-    image_size: int = 35  # input resolution (px) after downsampling 105 px
-    patch_size: int = 5  # patch side (px); image_size must be a multiple
+    image_size: int = 28  # input resolution (px) after downsampling 105 px
+    patch_size: int = 4  # patch side (px); image_size must be a multiple
     depth: int = 4  # transformer blocks
-    width: int = 64  # token dimension
+    width: int = 96  # token dimension
     heads: int = 4  # attention heads; width must be a multiple
     mlp_ratio: float = 2.0  # MLP hidden size / width
     dropout: float = 0.0  # dropout on attention output and MLP output (training only)
+    # Convolutional stem (Xiao et al. 2021): channels of 3x3 stride-2 convs that turn the image
+    # into the token grid (2 ** len(stem) must equal patch_size); () = linear patch embedding.
+    stem: tuple[int, ...] = (32, 64)
 
     def __post_init__(self):
         if self.image_size % self.patch_size:
@@ -62,6 +65,12 @@ class ViTConfig:
             )
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not a multiple of heads {self.heads}")
+        object.__setattr__(self, "stem", tuple(int(c) for c in self.stem))  # JSON lists -> tuple
+        if self.stem and 2 ** len(self.stem) != self.patch_size:
+            raise ValueError(
+                f"a stem of {len(self.stem)} stride-2 convs makes patches of "
+                f"{2 ** len(self.stem)} px, not patch_size {self.patch_size}"
+            )
 
     @property
     def n_patches(self) -> int:
@@ -71,9 +80,18 @@ class ViTConfig:
 PRESETS: dict[str, ViTConfig] = {
     "cpu": ViTConfig(),
     "gpu": ViTConfig(
-        image_size=52, patch_size=4, depth=8, width=256, heads=8, mlp_ratio=4.0, dropout=0.1
+        image_size=32,  # (the ink levels are 35 px: larger inputs would only upsample)
+        patch_size=4,
+        depth=8,
+        width=256,
+        heads=8,
+        mlp_ratio=4.0,
+        dropout=0.1,
+        stem=(64, 128),
     ),
-    "tiny": ViTConfig(image_size=16, patch_size=4, depth=1, width=16, heads=2, mlp_ratio=2.0),
+    "tiny": ViTConfig(
+        image_size=16, patch_size=4, depth=1, width=16, heads=2, mlp_ratio=2.0, stem=()
+    ),
 }
 
 
@@ -98,35 +116,42 @@ class AugmentConfig:
 
 # --------------------------------------------------------------------------- images
 
+LEVEL_SIZE = 35  # the 105 px image is area-downsampled 3x to this size once (exact)
+
 
 def _max_pool(ink: jax.Array, size: int) -> jax.Array:
     return jax.lax.reduce_window(ink, -jnp.inf, jax.lax.max, (size, size), (1, 1), "SAME")
 
 
-def _thickness_variants(ink: jax.Array) -> jax.Array:
-    """``float (105, 105)`` -> ``(4, 105, 105)``: thinned, same, +1 px, +2 px strokes."""
+def ink_levels(image: jax.Array) -> jax.Array:
+    """``bool (105, 105)`` -> ``float32 (4, 35, 35)``: ink coverage of the thinned, same, +1 px and
+    +2 px stroke variants, each the exact 3x3 area mean. Computed once per image (pretraining
+    precomputes the whole background), so augmentation samples a 35 px map, not a 105 px one."""
+    ink = image.astype(jnp.float32)
     thin = -_max_pool(-ink, 3)
     thin = jnp.where(thin.sum() > 0.25 * ink.sum(), thin, ink)  # never erase a character
-    return jnp.stack([thin, ink, _max_pool(ink, 3), _max_pool(ink, 5)])
+    variants = jnp.stack([thin, ink, _max_pool(ink, 3), _max_pool(ink, 5)])
+    return variants.reshape(4, LEVEL_SIZE, 3, LEVEL_SIZE, 3).mean(axis=(2, 4))
 
 
 def render(
-    image: jax.Array, matrix: jax.Array, shift: jax.Array, thickness: jax.Array, size: int
+    levels: jax.Array, matrix: jax.Array, shift: jax.Array, thickness: jax.Array, size: int
 ) -> jax.Array:
     """Resample one image to ``size`` px through an affine map, anti-aliased.
 
-    image ``bool (105, 105)``; matrix ``(2, 2)`` maps output offsets from the centre to input
-    offsets (identity = plain downsampling); shift ``(2,)`` input px (row, col); thickness int in
-    0..3 (thin, same, +1, +2). Returns ``float32 (size, size)`` ink coverage in [0, 1].
+    levels ``float (4, 35, 35)`` from :func:`ink_levels`; matrix ``(2, 2)`` maps output offsets
+    from the centre to input offsets (identity = plain downsampling); shift ``(2,)`` in 105-px
+    units (row, col); thickness int in 0..3 (thin, same, +1, +2). Bilinear, 2x2 supersampled.
+    Returns ``float32 (size, size)`` ink coverage in [0, 1].
     """
-    ink = _thickness_variants(image.astype(jnp.float32))[thickness]
-    sub = 3  # supersamples per output pixel and axis
+    ink = levels[thickness]
+    sub = 2  # supersamples per output pixel and axis
     n = size * sub
-    centre = (IMAGE_SIZE - 1) / 2
-    grid = (jnp.arange(n, dtype=jnp.float32) + 0.5) * (IMAGE_SIZE / n) - 0.5 - centre
+    centre = (LEVEL_SIZE - 1) / 2
+    grid = (jnp.arange(n, dtype=jnp.float32) + 0.5) * (LEVEL_SIZE / n) - 0.5 - centre
     rr, cc = jnp.meshgrid(grid, grid, indexing="ij")
     offsets = jnp.stack([rr.ravel(), cc.ravel()])  # (2, n*n)
-    coords = matrix @ offsets + (shift + centre)[:, None]
+    coords = matrix @ offsets + (shift * (LEVEL_SIZE / IMAGE_SIZE) + centre)[:, None]
     samples = jax.scipy.ndimage.map_coordinates(
         ink, [coords[0], coords[1]], order=1, mode="constant", cval=0.0
     )
@@ -158,20 +183,20 @@ def random_transform(key: jax.Array, aug: AugmentConfig) -> tuple[jax.Array, jax
 
 
 def augment(
-    key: jax.Array, image: jax.Array, aug: AugmentConfig, size: int, rot90: jax.Array | int = 0
+    key: jax.Array, levels: jax.Array, aug: AugmentConfig, size: int, rot90: jax.Array | int = 0
 ) -> jax.Array:
-    """One random view of ``image`` ``bool (105, 105)`` -> ``float32 (size, size)``, after an
-    optional exact rotation by ``rot90`` quarter turns."""
+    """One random view of an image's ``levels`` ``float (4, 35, 35)`` (:func:`ink_levels`) ->
+    ``float32 (size, size)``, after an optional exact rotation by ``rot90`` quarter turns."""
     matrix, shift, thickness = random_transform(key, aug)
     quarter = jnp.asarray(rot90, jnp.float32) * (jnp.pi / 2)
     c, s = jnp.round(jnp.cos(quarter)), jnp.round(jnp.sin(quarter))
     turn = jnp.stack([jnp.stack([c, s]), jnp.stack([-s, c])])  # as np.rot90(image, rot90)
-    return render(image, turn @ matrix, shift, thickness, size)
+    return render(levels, turn @ matrix, shift, thickness, size)
 
 
-def downsample(image: jax.Array, size: int) -> jax.Array:
-    """The clean view: ``bool (105, 105)`` -> ``float32 (size, size)``."""
-    return render(image, jnp.eye(2), jnp.zeros(2), jnp.asarray(1), size)
+def downsample(levels: jax.Array, size: int) -> jax.Array:
+    """The clean view: ``float (4, 35, 35)`` levels -> ``float32 (size, size)``."""
+    return render(levels, jnp.eye(2), jnp.zeros(2), jnp.asarray(1), size)
 
 
 # --------------------------------------------------------------------------- model
@@ -216,7 +241,15 @@ class ViT(nnx.Module):
 
     def __init__(self, cfg: ViTConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
-        self.patch = nnx.Linear(cfg.patch_size**2, cfg.width, rngs=rngs)
+        channels = (1, *cfg.stem)
+        self.convs = nnx.List(
+            [
+                nnx.Conv(a, b, (3, 3), strides=(2, 2), padding="SAME", rngs=rngs)
+                for a, b in zip(channels[:-1], channels[1:], strict=True)
+            ]
+        )
+        fan_in = cfg.stem[-1] if cfg.stem else cfg.patch_size**2
+        self.patch = nnx.Linear(fan_in, cfg.width, rngs=rngs)
         self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (cfg.n_patches, cfg.width)))
         self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.depth)])
         self.norm = nnx.LayerNorm(cfg.width, rngs=rngs)
@@ -225,8 +258,19 @@ class ViT(nnx.Module):
         """``(batch, size, size)`` -> tokens ``(batch, n_patches, width)``."""
         b, p = images.shape[0], self.cfg.patch_size
         g = self.cfg.image_size // p
-        patches = images.reshape(b, g, p, g, p).transpose(0, 1, 3, 2, 4).reshape(b, g * g, p * p)
-        return self.patch(2.0 * patches - 1.0) + self.pos[...][None]
+        # Ink 1 on background 0, NOT centred: with 2x-1 the ~90% blank patches all became one
+        # large identical token that swamped the mean-pooled feature and stalled pretraining
+        # (loss 6.31 -> 6.16 vs 6.25 -> 5.57 in 150 steps; docs/results/vit.md). A blank patch
+        # now contributes only the embedding bias (tested).
+        x = images
+        if self.cfg.stem:
+            x = x[..., None]  # (b, size, size, 1)
+            for conv in self.convs:
+                x = jax.nn.gelu(conv(x))  # halves the grid
+            patches = x.reshape(b, g * g, x.shape[-1])
+        else:
+            patches = x.reshape(b, g, p, g, p).transpose(0, 1, 3, 2, 4).reshape(b, g * g, p * p)
+        return self.patch(patches) + self.pos[...][None]
 
     def run_blocks(
         self, tokens: jax.Array, start: int = 0, *, key: jax.Array | None = None
@@ -261,23 +305,53 @@ class CosineHead(nnx.Module):
         )
 
 
-class Classifier(nnx.Module):
-    """Backbone + cosine head: ``(batch, size, size)`` -> logits ``(batch, n_classes)``."""
+class LinearHead(nnx.Module):
+    """Logits ``weight @ feature + bias``, zero-initialised: ``(batch, width)`` ->
+    ``(batch, n_classes)``."""
 
-    def __init__(self, cfg: ViTConfig, n_classes: int, *, rngs: nnx.Rngs, scale: float = 10.0):
+    def __init__(self, width: int, n_classes: int):
+        self.weight = nnx.Param(jnp.zeros((n_classes, width)))
+        self.bias = nnx.Param(jnp.zeros((n_classes,)))
+
+    def __call__(self, features: jax.Array) -> jax.Array:
+        return features @ self.weight[...].T + self.bias[...][None]
+
+
+HEADS = ("cosine", "linear")
+
+
+class Classifier(nnx.Module):
+    """Backbone + head: ``(batch, size, size)`` -> logits ``(batch, n_classes)``. Episodes use
+    the cosine head; pretraining may use either (``head``)."""
+
+    def __init__(
+        self,
+        cfg: ViTConfig,
+        n_classes: int,
+        *,
+        rngs: nnx.Rngs,
+        scale: float = 10.0,
+        head: str = "cosine",
+    ):
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; choose from {HEADS}")
         self.backbone = ViT(cfg, rngs=rngs)
-        self.head = CosineHead(cfg.width, n_classes, rngs=rngs, scale=scale)
+        self.head = (
+            CosineHead(cfg.width, n_classes, rngs=rngs, scale=scale)
+            if head == "cosine"
+            else LinearHead(cfg.width, n_classes)
+        )
 
     def __call__(self, images: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         return self.head(self.backbone(images, key=key))
 
 
 def init_classifier(
-    cfg: ViTConfig, n_classes: int, seed: int = 0, scale: float = 10.0
+    cfg: ViTConfig, n_classes: int, seed: int = 0, scale: float = 10.0, head: str = "cosine"
 ) -> tuple[nnx.GraphDef, nnx.State]:
-    """A randomly initialised classifier (cosine-head temperature ``scale``) as
-    ``(graphdef, params)``."""
-    return nnx.split(Classifier(cfg, n_classes, rngs=nnx.Rngs(seed), scale=scale))
+    """A randomly initialised classifier (``head`` "cosine" with temperature ``scale``, or
+    "linear") as ``(graphdef, params)``."""
+    return nnx.split(Classifier(cfg, n_classes, rngs=nnx.Rngs(seed), scale=scale, head=head))
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -349,7 +423,8 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     write_npz(folder / "params.npz", flatten_tree(params))
     n_classes = int(np.shape(params["head"]["weight"][...])[0])
-    config = {"model": dataclasses.asdict(cfg), "n_classes": n_classes, **meta}
+    head = "cosine" if "log_scale" in params["head"] else "linear"
+    config = {"model": dataclasses.asdict(cfg), "n_classes": n_classes, "head": head, **meta}
     tmp = folder / "config.json.tmp"
     tmp.write_text(json.dumps(config, indent=1))
     os.replace(tmp, folder / "config.json")
@@ -364,6 +439,8 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
         config = json.loads(path.read_text())
         ViTConfig(**config["model"])
         int(config["n_classes"])
+        if config.get("head", "cosine") not in HEADS:
+            raise ValueError(f"unknown head {config['head']!r}")
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise CheckpointError(
             f"{path}: corrupt checkpoint config ({type(err).__name__}: {err})"
@@ -377,7 +454,9 @@ def load_checkpoint(
     """Read a checkpoint folder -> ``(cfg, graphdef, params, config dict)``."""
     config = read_config(folder)
     cfg = ViTConfig(**config["model"])
-    graphdef, template = init_classifier(cfg, int(config["n_classes"]))
+    graphdef, template = init_classifier(
+        cfg, int(config["n_classes"]), head=config.get("head", "cosine")
+    )
     path = Path(folder) / "params.npz"
     params = unflatten_like(template, read_npz(path), str(path))
     return cfg, graphdef, params, config
@@ -392,10 +471,10 @@ class FinetuneConfig:
     head (0 = head only). ``steps = 0`` is the nearest-class-mean (proto) classifier."""
 
     steps: int = 50  # AdamW steps on the support set
-    lr: float = 1e-3  # peak learning rate (cosine decay to 0 over the steps)
+    lr: float = 1e-2  # peak learning rate (cosine decay to 0 over the steps)
     head_lr_mult: float = 1.0  # learning-rate multiplier for the head
     weight_decay: float = 1e-4
-    train_blocks: int | str = 1  # "all" | number of last blocks that move (0 = head only)
+    train_blocks: int | str = 0  # "all" | number of last blocks that move (0 = head only)
     views: int = 8  # augmented views per support image (the first is the clean image)
     batch: int = 64  # images per step (<= the pool of views)
     label_smoothing: float = 0.0
@@ -481,7 +560,7 @@ def _suffix(model: Classifier, cached: jax.Array, first: int, key: jax.Array | N
 
 def _embed_views(cfg: ViTConfig, images: jax.Array) -> jax.Array:
     """Clean views: ``bool (n, 105, 105)`` -> ``float32 (n, size, size)``."""
-    return jax.vmap(functools.partial(downsample, size=cfg.image_size))(images)
+    return jax.vmap(lambda im: downsample(ink_levels(im), cfg.image_size))(images)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "ft"))
@@ -502,7 +581,8 @@ def fit_episode(
     n_way, k = support.shape[:2]
     flat = support.reshape(n_way * k, IMAGE_SIZE, IMAGE_SIZE)
     model = nnx.merge(graphdef, params)
-    clean = _embed_views(cfg, flat)
+    levels = jax.vmap(ink_levels)(flat)  # (n_way * k, 4, 35, 35)
+    clean = jax.vmap(functools.partial(downsample, size=cfg.image_size))(levels)
     means = model.backbone(clean).reshape(n_way, k, cfg.width).mean(axis=1)
     model.head.weight[...] = means
     model.head.log_scale[...] = jnp.asarray(np.log(ft.head_scale), jnp.float32)
@@ -513,9 +593,8 @@ def fit_episode(
     first = _first_trained_block(cfg, ft)
     k_views, k_steps = jax.random.split(key)
     view_keys = jax.random.split(k_views, (ft.views - 1) * n_way * k)
-    images = jnp.repeat(flat, ft.views - 1, axis=0)
-    augmented = jax.vmap(lambda kk, im: augment(kk, im, ft.augment, cfg.image_size))(
-        view_keys, images
+    augmented = jax.vmap(lambda kk, lv: augment(kk, lv, ft.augment, cfg.image_size))(
+        view_keys, jnp.repeat(levels, ft.views - 1, axis=0)
     )
     pool_images = jnp.concatenate([clean, augmented])
     labels = jnp.arange(n_way).repeat(k)

@@ -1,8 +1,13 @@
-"""Pretrain the ViT backbone by classifying background characters (``conceptlearn pretrain-vit``).
+"""Pretrain the ViT backbone on background characters (``conceptlearn pretrain-vit``).
 
 Each character (optionally each of its four quarter-turn rotations, as a class of its own) is a
-class; every batch is drawn and augmented inside one jitted step (random affine, stroke thickness,
-translation; see :mod:`conceptlearn.baselines.vit`). AdamW with linear warmup and cosine decay.
+class. The default loss is prototypical (``loss="proto"``): a batch is ``ways`` classes x
+``batch // ways`` drawings; ``shots`` per class give the class mean and the rest are classified
+by cosine to the means, exactly how ``vit-proto`` classifies queries. ``loss="classify"`` is a
+softmax over all classes (much slower to learn here; docs/results/vit.md). Every batch is drawn
+and augmented inside one jitted step (random affine, stroke thickness, translation; see
+:mod:`conceptlearn.baselines.vit`) from ink levels precomputed once for the whole background.
+AdamW with linear warmup and cosine decay.
 The output folder holds ``params.npz`` + ``config.json`` (what the contenders read) and
 ``train_state.npz`` (parameters, optimizer state, step and key in one atomic file), from which an
 interrupted run resumes.
@@ -31,9 +36,11 @@ from conceptlearn.baselines.vit import (
     AugmentConfig,
     CheckpointError,
     ViTConfig,
+    _normalize,
     augment,
     flatten_tree,
     init_classifier,
+    ink_levels,
     read_npz,
     save_checkpoint,
     unflatten_like,
@@ -48,14 +55,18 @@ BACKGROUNDS = {"small1": "small1", "full": "background"}
 class TrainConfig:
     """Pretraining hyperparameters."""
 
-    steps: int = 1000  # optimizer steps
+    steps: int = 1200  # optimizer steps
     batch: int = 128  # images per step
-    lr: float = 2e-3  # peak learning rate
-    warmup_frac: float = 0.05  # fraction of steps with linear warmup
+    lr: float = 3e-3  # peak learning rate
+    warmup_frac: float = 0.1  # fraction of steps with linear warmup
     weight_decay: float = 0.05
     clip: float = 1.0  # global gradient-norm clip
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.0  # classify only
     rot_classes: bool = True  # each quarter-turn rotation of a character is a new class
+    loss: str = "proto"  # "proto" (episodic, see below) | "classify" (softmax over classes)
+    ways: int = 64  # proto: classes per batch (batch must be a multiple)
+    shots: int = 1  # proto: support images per class; the other batch // ways - shots are queries
+    head: str = "linear"  # classify head: "linear" (zero-init) or "cosine"
     head_scale: float = 10.0  # initial temperature of the cosine head (learned)
     augment: AugmentConfig = AugmentConfig()
     ckpt_every: int = 250  # steps between checkpoints
@@ -86,24 +97,57 @@ def n_classes(n_chars: int, tcfg: TrainConfig) -> int:
     return n_chars * (4 if tcfg.rot_classes else 1)
 
 
+def check_train_config(tcfg: TrainConfig) -> None:
+    """Raise ``ValueError`` for an inconsistent :class:`TrainConfig`."""
+    if tcfg.loss not in ("classify", "proto"):
+        raise ValueError(f"unknown loss {tcfg.loss!r}; choose classify or proto")
+    if tcfg.loss == "proto" and (tcfg.batch % tcfg.ways or tcfg.batch // tcfg.ways <= tcfg.shots):
+        raise ValueError(
+            f"proto batch {tcfg.batch} must be ways ({tcfg.ways}) x (shots ({tcfg.shots}) + >= 1 query)"
+        )
+
+
+def head_of(tcfg: TrainConfig, n_chars: int) -> tuple[str, int]:
+    """The pretraining classifier's ``(head kind, n_classes)``: proto training only uses the
+    cosine head's temperature."""
+    return ("cosine", 1) if tcfg.loss == "proto" else (tcfg.head, n_classes(n_chars, tcfg))
+
+
+@jax.jit
+def background_levels(data: jax.Array) -> jax.Array:
+    """``bool (n_chars, 20, 105, 105)`` -> ``float32 (n_chars, 20, 4, 35, 35)`` ink levels
+    (:func:`~conceptlearn.baselines.vit.ink_levels`), one character at a time."""
+    return jax.lax.map(jax.vmap(ink_levels), data)
+
+
 def sample_batch(
     key: jax.Array, data: jax.Array, tcfg: TrainConfig, size: int
 ) -> tuple[jax.Array, jax.Array]:
-    """Draw and augment a batch: data ``bool (n_chars, 20, 105, 105)`` -> images
-    ``float32 (batch, size, size)``, labels ``int (batch,)``."""
+    """Draw and augment a batch: data = :func:`background_levels`
+    ``float32 (n_chars, 20, 4, 35, 35)`` -> images ``float32 (batch, size, size)``, labels
+    ``int (batch,)``."""
     n_chars, n_drawers = data.shape[:2]
     k_char, k_drawer, k_rot, k_aug = jax.random.split(key, 4)
-    chars = jax.random.randint(k_char, (tcfg.batch,), 0, n_chars)
-    drawers = jax.random.randint(k_drawer, (tcfg.batch,), 0, n_drawers)
-    rots = (
-        jax.random.randint(k_rot, (tcfg.batch,), 0, 4)
-        if tcfg.rot_classes
-        else jnp.zeros(tcfg.batch, jnp.int32)
-    )
+    if tcfg.loss == "proto":  # ways distinct classes x m distinct drawers, class-major order
+        m = tcfg.batch // tcfg.ways
+        classes = jax.random.choice(k_char, n_classes(n_chars, tcfg), (tcfg.ways,), replace=False)
+        per_class = jax.vmap(lambda k: jax.random.choice(k, n_drawers, (m,), replace=False))
+        drawers = per_class(jax.random.split(k_drawer, tcfg.ways)).ravel()
+        classes = classes.repeat(m)
+        chars, rots = (classes // 4, classes % 4) if tcfg.rot_classes else (classes, 0 * classes)
+        labels = jnp.arange(tcfg.ways).repeat(m)
+    else:
+        chars = jax.random.randint(k_char, (tcfg.batch,), 0, n_chars)
+        drawers = jax.random.randint(k_drawer, (tcfg.batch,), 0, n_drawers)
+        rots = (
+            jax.random.randint(k_rot, (tcfg.batch,), 0, 4)
+            if tcfg.rot_classes
+            else jnp.zeros(tcfg.batch, jnp.int32)
+        )
+        labels = chars * 4 + rots if tcfg.rot_classes else chars
     images = jax.vmap(lambda k, im, r: augment(k, im, tcfg.augment, size, r))(
         jax.random.split(k_aug, tcfg.batch), data[chars, drawers], rots
     )
-    labels = chars * 4 + rots if tcfg.rot_classes else chars
     return images, labels
 
 
@@ -113,6 +157,29 @@ def loss_fn(
     """Mean label-smoothed cross-entropy of ``model`` on one batch."""
     targets = optax.smooth_labels(jax.nn.one_hot(labels, n_out), smoothing)
     return optax.softmax_cross_entropy(model(images, key=key), targets).mean()
+
+
+def proto_loss_fn(model, images: jax.Array, *, ways: int, shots: int, key=None) -> jax.Array:
+    """Prototypical loss on a class-major batch ``(ways * m, size, size)``: each class's first
+    ``shots`` images give its mean feature; its other ``m - shots`` images are classified by
+    ``scale * cos(feature, class mean)`` (the cosine head's learned temperature), as vit-proto
+    classifies queries."""
+    features = model.backbone(images, key=key)
+    features = features.reshape(ways, -1, features.shape[-1])  # (ways, m, width)
+    protos = _normalize(features[:, :shots].mean(axis=1))  # (ways, width)
+    queries = _normalize(features[:, shots:])  # (ways, m - shots, width)
+    logits = jnp.exp(model.head.log_scale[...]) * (queries @ protos.T)  # (ways, m - shots, ways)
+    targets = jnp.broadcast_to(jnp.arange(ways)[:, None], logits.shape[:2])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+
+
+def batch_loss(
+    model, images: jax.Array, labels: jax.Array, tcfg: TrainConfig, n_out: int, *, key=None
+) -> jax.Array:
+    """The training loss ``tcfg.loss`` of ``model`` on a batch from :func:`sample_batch`."""
+    if tcfg.loss == "proto":
+        return proto_loss_fn(model, images, ways=tcfg.ways, shots=tcfg.shots, key=key)
+    return loss_fn(model, images, labels, n_out=n_out, smoothing=tcfg.label_smoothing, key=key)
 
 
 @functools.lru_cache(maxsize=8)
@@ -128,14 +195,7 @@ def make_train_step(graphdef: nnx.GraphDef, cfg: ViTConfig, tcfg: TrainConfig, n
 
         def loss(p):
             drop = k_drop if cfg.dropout > 0 else None
-            return loss_fn(
-                nnx.merge(graphdef, p),
-                images,
-                labels,
-                n_out=n_out,
-                smoothing=tcfg.label_smoothing,
-                key=drop,
-            )
+            return batch_loss(nnx.merge(graphdef, p), images, labels, tcfg, n_out, key=drop)
 
         value, grads = jax.value_and_grad(loss)(params)
         updates, opt_state = opt.update(grads, opt_state, params)
@@ -145,7 +205,12 @@ def make_train_step(graphdef: nnx.GraphDef, cfg: ViTConfig, tcfg: TrainConfig, n
 
 
 def _meta(
-    cfg: ViTConfig, tcfg: TrainConfig, background: str, step: int, seconds: float
+    cfg: ViTConfig,
+    tcfg: TrainConfig,
+    background: str,
+    step: int,
+    seconds: float,
+    loss: float | None = None,
 ) -> dict[str, Any]:
     return json.loads(
         json.dumps(
@@ -154,6 +219,7 @@ def _meta(
                 "background": background,
                 "step": step,
                 "train_seconds": seconds,
+                "train_loss": loss,  # running mean of the batch loss (EMA 0.9 every 10 steps)
                 "device": str(jax.devices()[0].device_kind),
             }
         )
@@ -177,8 +243,9 @@ def pretrain(
     """
     out = Path(out)
     data = load_background(background, root) if data is None else np.asarray(data, bool)
-    n_out = n_classes(data.shape[0], tcfg)
-    graphdef, params = init_classifier(cfg, n_out, tcfg.seed, tcfg.head_scale)
+    check_train_config(tcfg)
+    head, n_out = head_of(tcfg, data.shape[0])
+    graphdef, params = init_classifier(cfg, n_out, tcfg.seed, tcfg.head_scale, head)
     step_fn, opt = make_train_step(graphdef, cfg, tcfg, n_out)
     opt_state = opt.init(params)
     key = jax.random.key(tcfg.seed)
@@ -221,9 +288,9 @@ def pretrain(
         }
         out.mkdir(parents=True, exist_ok=True)
         write_npz(state_path, arrays)
-        save_checkpoint(out, cfg, params, _meta(cfg, tcfg, background, step, elapsed))
+        save_checkpoint(out, cfg, params, _meta(cfg, tcfg, background, step, elapsed, running))
 
-    device_data = jnp.asarray(data)
+    device_data = background_levels(jnp.asarray(data))
     bar = tqdm(
         total=tcfg.steps, initial=start, desc="pretrain-vit", unit="step", disable=not progress
     )
@@ -310,5 +377,8 @@ def run(args: argparse.Namespace) -> int:
         root=args.data,
         progress=not args.no_progress,
     )
-    print(f"pretrain-vit: {config['step']} steps in {config['train_seconds']:.0f} s -> {args.out}")
+    print(
+        f"pretrain-vit: {config['step']} steps in {config['train_seconds']:.0f} s, "
+        f"loss {config['train_loss']} -> {args.out}"
+    )
     return 0
