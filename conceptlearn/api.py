@@ -57,13 +57,14 @@ def classify(learned: Learned, images: np.ndarray, *, seed: int = 0) -> np.ndarr
     return score(learned, images, seed=seed).argmax(axis=1)
 
 
-def parse(image: np.ndarray, *, quick: bool = False, seed: int = 0):
+def parse(image: np.ndarray, *, quick: bool = False, seed: int = 0, library=None):
     """The K best parses of one image (``conceptlearn.inference.fit.Parse``: stroke points
-    ``(K, S, P, 2)`` in ``(col, row)`` pixels, masks, normalised log weights)."""
+    ``(K, S, P, 2)`` in ``(col, row)`` pixels, masks, normalised log weights), weighted by
+    ``log P(type)`` under ``library`` (from :func:`load_library`; None: a stand-in prior)."""
     from conceptlearn.inference.classify import FULL, QUICK, as_image
     from conceptlearn.inference.fit import parse_image
 
-    return parse_image(as_image(image), QUICK if quick else FULL, seed=seed)
+    return parse_image(as_image(image), QUICK if quick else FULL, seed=seed, library=library)
 
 
 def sample(library, *, n_concepts: int, n_exemplars: int, seed: int = 0) -> np.ndarray:

@@ -88,7 +88,12 @@ def draw_parses(image: np.ndarray, parse: Parse, path: str | Path, title: str = 
 
 
 def save_error_overlays(
-    results_path: str | Path, runs_spec: str, out_dir: str | Path, cfg, max_errors: int = 20
+    results_path: str | Path,
+    runs_spec: str,
+    out_dir: str | Path,
+    cfg,
+    max_errors: int = 20,
+    library=None,
 ) -> list[Path]:
     """Parse overlays of the misclassified queries in a harness results file (k = 1 runs): the
     ``max_errors`` worst (largest score margin of the winner over the true class) when the file
@@ -117,7 +122,7 @@ def save_error_overlays(
         panels = []
         for im, name in zip(images, names, strict=True):
             tmp = out_dir / f".{name.split()[0]}.png"
-            draw_parses(im, parse_image(im, cfg), tmp, title=name)
+            draw_parses(im, parse_image(im, cfg, library=library), tmp, title=name)
             panels.append(tmp)
         _stack_vertically(panels, path)
         written.append(path)
@@ -162,9 +167,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.library is not None and not Path(args.library).is_file():
         raise SystemExit(f"parse: --library {args.library} does not exist")
+    library = None
+    if args.library is not None:
+        from conceptlearn.model.library import load_library
+
+        library = load_library(args.library)
     cfg = QUICK if args.quick else FULL
     if args.errors is not None:
-        written = save_error_overlays(args.errors, args.runs, args.out, cfg, args.max_errors)
+        written = save_error_overlays(
+            args.errors, args.runs, args.out, cfg, args.max_errors, library=library
+        )
         print(f"wrote {len(written)} overlays to {args.out}")
         return 0
     if args.image is None:
@@ -176,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, UnidentifiedImageError) as err:
         raise SystemExit(f"parse: cannot read image {path}: {err}") from err
     image = as_image(grey < 0.5)
-    parse = parse_image(image, cfg, seed=args.seed)
+    parse = parse_image(image, cfg, seed=args.seed, library=library)
     draw_parses(image, parse, args.out, title=path.name)
     json_path = Path(args.json) if args.json else Path(args.out).with_suffix(".json")
     payload = {
