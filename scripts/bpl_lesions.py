@@ -32,10 +32,10 @@ from conceptlearn.cli import parse_key_values
 from conceptlearn.datasets.episodes import load_episode, load_runs
 from conceptlearn.inference.classify import FULL, QUICK, parse_images, refit_batch
 from conceptlearn.inference.fit import parse_log_prior
-from conceptlearn.inference.parse_type import parse_type_log_prob, uniform_primitives
+from conceptlearn.inference.parse_type import parse_type_log_probs, uniform_primitives
 from conceptlearn.model.library import load_library
 
-_type_lp = jax.jit(jax.vmap(jax.vmap(parse_type_log_prob, (None, 0, 0)), (None, 0, 0)))
+_type_lp = jax.vmap(parse_type_log_probs, (None, 0, 0))  # over images: (n, K) parses
 
 
 def pair_refits(parses, targets, cfg, steps, best_only=False) -> np.ndarray:

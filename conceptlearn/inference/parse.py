@@ -102,7 +102,8 @@ def save_error_overlays(
     from conceptlearn.inference.fit import parse_image
 
     results = json.loads(Path(results_path).read_text())
-    runs = {r.name: r for r in load_runs(runs_spec)[0]}
+    run_list, source = load_runs(runs_spec)
+    runs = {r.name: r for r in run_list}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     errors = [
@@ -111,11 +112,13 @@ def save_error_overlays(
         for q, (pred, label) in enumerate(zip(res["predictions"], res["labels"], strict=True))
         if pred != label
     ]
-    source = load_runs(runs_spec)[1]
+    episodes = {}  # run index -> Episode, each read once
     written = []
     for rank, (_, i, q, pred, label) in enumerate(sorted(errors)[:max_errors]):
         run = runs[results["runs"][i]["run"]]
-        episode = load_episode(run, source)
+        if i not in episodes:
+            episodes[i] = load_episode(run, source)
+        episode = episodes[i]
         images = [episode.queries[q], episode.support[label, 0], episode.support[pred, 0]]
         names = ["query", f"true class {label}", f"predicted {pred}"]
         path = out_dir / f"{rank:02d}_{run.name}_q{q:02d}.png"
