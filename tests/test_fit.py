@@ -11,11 +11,14 @@ from scipy import stats
 from conceptlearn.inference.fit import (
     FitConfig,
     Token,
+    fit_token,
+    motor_basis,
     parse_image,
     parse_log_prior,
     refine_parses,
     refit_token,
     token_log_prior,
+    token_points,
     top_k,
 )
 from conceptlearn.model.render import render
@@ -147,3 +150,46 @@ def test_refit_is_finite_on_degenerate_images(kind):
     assert np.all(np.isfinite(np.asarray(parse.points)))
     score = _refit(parse.points[0], parse.mask[0], jnp.asarray(_image(CROSS)), CFG)
     assert np.isfinite(float(score))
+
+
+def test_motor_basis_interpolates_linearly_between_knots():
+    basis = np.asarray(motor_basis(10, 4))
+    np.testing.assert_allclose(basis.sum(1), 1.0, rtol=1e-6)
+    ramp = np.linspace(0.0, 9.0, 4)  # a linear offset sampled at the knots
+    np.testing.assert_allclose(basis @ ramp, np.arange(10.0), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(motor_basis(8, 8)), np.eye(8), atol=1e-6)
+
+
+def test_knotted_motor_noise_moves_points_smoothly_and_is_scored_on_live_knots():
+    cfg = FitConfig(**{**CFG.__dict__, "motor_knots": 3})
+    pts = jnp.asarray(np.stack([_line([20, 20], [80, 20]), _line([20, 60], [80, 60])]))
+    mask = jnp.asarray(np.array([[True] * 8, [True] + [False] * 7]))  # a stroke and a dot
+    motor = np.zeros((2, 3, 2), np.float32)
+    motor[0, 1] = [0.0, 4.0]  # bend the middle of stroke 0 down by 4 px
+    motor[1] = [[1.0, 0.0], [5.0, 5.0], [5.0, 5.0]]  # only knot 0 touches the dot's point
+    zero = jnp.zeros(())
+    tok = Token(jnp.zeros(2), jnp.zeros(2), jnp.zeros((2, 2)), jnp.asarray(motor), zero, zero, zero)
+    moved = np.asarray(token_points(pts, mask, tok)) - np.asarray(pts)
+    np.testing.assert_allclose(moved[0, :, 0], 0.0, atol=1e-5)  # identity affine: motor only
+    dy = moved[0, :, 1]
+    assert dy[0] == pytest.approx(0.0, abs=1e-5) and dy[-1] == pytest.approx(0.0, abs=1e-5)
+    assert np.all(np.diff(dy[:4]) >= -1e-5) and np.all(np.diff(dy[4:]) <= 1e-5)
+    np.testing.assert_allclose(moved[1, 0], [1.0, 0.0], atol=1e-5)
+    live = np.concatenate([motor[0].ravel(), motor[1, 0]])  # 3 knots of the stroke, 1 of the dot
+    ref = stats.norm(0, cfg.motor_sigma).logpdf(live).sum()  # every other variable is zero
+    ref -= stats.norm(0, cfg.motor_sigma).logpdf(0) * live.size
+    got = float(token_log_prior(tok, mask, cfg))
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+
+
+def test_second_refit_start_at_the_ink_matched_scale_reaches_a_larger_copy():
+    small = [_line([40, 50], [65, 50]), _line([52, 38], [52, 63])]
+    parse = parse_image(_image(small), CFG)
+    large = jnp.asarray(_image(CROSS))  # the same cross, about 2.2x larger
+    one = FitConfig(**{**CFG.__dict__, "refit_steps": 10})
+    two = FitConfig(**{**one.__dict__, "refit_starts": 2})
+    s1, _, t1 = fit_token(parse.points[0], parse.mask[0], large, one)
+    s2, _, t2 = fit_token(parse.points[0], parse.mask[0], large, two)
+    assert float(s2) >= float(s1) - 1e-3
+    assert float(s2) > float(s1) + 20
+    assert float(jnp.min(t2.log_scale)) > 0.4  # the kept fit is the enlarged one

@@ -55,13 +55,19 @@ class FitConfig:
     n_samples: int = 48  # renderer arc-length samples per stroke
     smooth_sigma: float = 2.0  # px: std of a trajectory's second differences (parse prior)
     stroke_cost: float = 20.0  # nats per stroke (parse prior)
-    motor_sigma: float = 0.7  # px: std of per-point motor noise (token prior)
+    motor_sigma: float = 0.7  # px: std of the motor noise at each knot (token prior)
+    motor_knots: int = (
+        0  # knots per stroke of the motor noise, linearly interpolated (0: every point)
+    )
     stroke_sigma: float = 5.0  # px: std of each stroke's shift (token prior)
     width_sigma: float = 0.3  # std of the log pen width (token prior)
     scale_sigma: float = 0.15  # std of log scale (token prior)
     rotate_sigma: float = 0.15  # rad: std of the rotation (token prior)
     shear_sigma: float = 0.15  # std of the shear (token prior)
     shift_sigma: float = 8.0  # px: std of the translation (token prior)
+    refit_starts: int = (
+        1  # 1: refit from scale 1; 2: also from the ink-matched scale, keep the best
+    )
     ink_spread: float | None = None  # renderer InkParams overrides (None: DEFAULT_INK)
     ink_gain: float | None = None
 
@@ -179,8 +185,8 @@ def parse_image(image: np.ndarray, cfg: FitConfig, *, seed: int = 0, library=Non
 
 class Token(NamedTuple):
     """Token variables of a refit: ``log_scale f32 (2,)``, ``shift f32 (2,)`` px,
-    ``stroke_shift f32 (S, 2)`` px per stroke (relation jitter), ``motor f32 (S, P, 2)`` px
-    per-point motor noise, ``log_width f32 ()`` pen width relative to the default ink,
+    ``stroke_shift f32 (S, 2)`` px per stroke (relation jitter), ``motor f32 (S, M, 2)`` px
+    motor noise at ``M`` knots per stroke (:func:`motor_basis`; ``M = P``: every point), ``log_width f32 ()`` pen width relative to the default ink,
     ``rotation f32 ()`` rad and ``shear f32 ()``."""
 
     log_scale: jax.Array
@@ -200,12 +206,23 @@ def token_affine(token: Token) -> jax.Array:
     return rotation @ shear @ jnp.diag(jnp.exp(token.log_scale))
 
 
+def motor_basis(n_points: int, n_knots: int) -> jax.Array:
+    """``f32 (P, M)`` piecewise-linear interpolation from ``M`` knots spread evenly along a
+    stroke's ``P`` points to the points (the identity when ``M = P``)."""
+    knots = jnp.linspace(0.0, n_points - 1.0, n_knots)
+    spacing = (n_points - 1.0) / max(n_knots - 1, 1)
+    dist = jnp.abs(jnp.arange(n_points, dtype=jnp.float32)[:, None] - knots[None])
+    return jnp.clip(1.0 - dist / spacing, 0.0, 1.0)
+
+
 def token_points(points, mask, token: Token) -> jax.Array:
-    """Apply ``token`` to a parse's ``points f32 (S, P, 2)``: motor noise and stroke shifts,
-    then the affine map (:func:`token_affine`) about the parse's centre of mass, then shift."""
+    """Apply ``token`` to a parse's ``points f32 (S, P, 2)``: motor noise (:func:`motor_basis`)
+    and stroke shifts, then the affine map (:func:`token_affine`) about the parse's centre of
+    mass, then shift."""
     w = mask[..., None].astype(points.dtype)
     centre = jnp.sum(points * w, (0, 1)) / jnp.maximum(jnp.sum(w), 1.0)
-    moved = points + token.motor + token.stroke_shift[:, None, :]
+    basis = motor_basis(points.shape[1], token.motor.shape[1])
+    moved = points + jnp.einsum("pm,smd->spd", basis, token.motor) + token.stroke_shift[:, None]
     return (moved - centre[None, None]) @ token_affine(token).T + (centre + token.shift)[None, None]
 
 
@@ -221,7 +238,9 @@ def token_ink(token: Token, cfg: FitConfig) -> InkParams:
 
 def token_log_prior(token: Token, mask, cfg: FitConfig) -> jax.Array:
     """Gaussian token prior (without normalising constants): ``f32 ()``."""
-    motor = jnp.sum(jnp.where(mask[..., None], token.motor**2, 0.0)) / cfg.motor_sigma**2
+    basis = motor_basis(mask.shape[1], token.motor.shape[1])  # (P, M)
+    live = (mask.astype(jnp.float32) @ basis) > 0  # (S, M): knots that move a valid point
+    motor = jnp.sum(jnp.where(live[..., None], token.motor**2, 0.0)) / cfg.motor_sigma**2
     used = jnp.any(mask, -1)[:, None]
     jitter = jnp.sum(jnp.where(used, token.stroke_shift**2, 0.0)) / cfg.stroke_sigma**2
     scale = jnp.sum(token.log_scale**2) / cfg.scale_sigma**2
@@ -246,7 +265,9 @@ def refit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None)
 def fit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None):
     """Refit one parse's token to ``image`` (see :func:`refit_token`); returns the score
     ``f32 ()``, the refit trajectories ``f32 (S, P, 2)`` and the :class:`Token`. The initial
-    shift aligns the parse's centre of mass with the image's ink centre."""
+    shift aligns the parse's centre of mass with the image's ink centre; with
+    ``cfg.refit_starts = 2`` a second fit starts from the scale that matches the parse's spread
+    to the ink's (per axis, within a factor of 2) and the better of the two is kept."""
     img = image.astype(jnp.float32)
     rows = jnp.arange(img.shape[0], dtype=jnp.float32)
     cols = jnp.arange(img.shape[1], dtype=jnp.float32)
@@ -255,11 +276,24 @@ def fit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None):
     w = mask[..., None].astype(points.dtype)
     centre = jnp.sum(points * w, (0, 1)) / jnp.maximum(jnp.sum(w), 1.0)
     shift0 = jnp.where(jnp.sum(img) > 0, ink_centre - centre, 0.0)
-    n_strokes = points.shape[0]
-    zero = jnp.zeros(())
-    u0 = Token(
-        jnp.zeros(2), shift0, jnp.zeros((n_strokes, 2)), jnp.zeros_like(points), zero, zero, zero
+    ink_sd = jnp.sqrt(
+        jnp.stack(
+            [
+                jnp.sum(img.sum(0) * (cols - ink_centre[0]) ** 2),  # (col, row) like points
+                jnp.sum(img.sum(1) * (rows - ink_centre[1]) ** 2),
+            ]
+        )
+        / mass
     )
+    parse_sd = jnp.sqrt(
+        jnp.sum(w * (points - centre[None, None]) ** 2, (0, 1)) / jnp.maximum(jnp.sum(w), 1.0)
+    )
+    matched = jnp.clip(jnp.log((ink_sd + 1.0) / (parse_sd + 1.0)), -0.7, 0.7)
+    log_scale0 = jnp.stack([jnp.zeros(2), matched])[: cfg.refit_starts] * _SCALE_PX  # (R, 2)
+    n_strokes, n_points = points.shape[:2]
+    motor0 = jnp.zeros((n_strokes, cfg.motor_knots or n_points, 2))
+    zero = jnp.zeros(())
+    u0 = Token(jnp.zeros(2), shift0, jnp.zeros((n_strokes, 2)), motor0, zero, zero, zero)
 
     def unpack(u: Token) -> Token:
         return u._replace(
@@ -277,6 +311,18 @@ def fit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None):
         return ll + token_log_prior(tok, mask, cfg)
 
     steps = cfg.refit_steps if n_steps is None else n_steps
-    u = _optimise(lambda u, s: -objective(u, s), u0, steps, cfg.refit_lr, cfg)
-    tok = unpack(u)
-    return objective(u, cfg.blur_sigma), token_points(points, mask, tok), tok
+
+    def fit_from(log_scale):
+        u = _optimise(
+            lambda u, s: -objective(u, s),
+            u0._replace(log_scale=log_scale),
+            steps,
+            cfg.refit_lr,
+            cfg,
+        )
+        return objective(u, cfg.blur_sigma), u
+
+    scores, us = jax.vmap(fit_from)(log_scale0)  # (R,), Token with leading R
+    best = jnp.argmax(scores)
+    tok = unpack(jax.tree.map(lambda x: x[best], us))
+    return scores[best], token_points(points, mask, tok), tok
