@@ -5,7 +5,10 @@ per run (``OUT/run_XX.npz``; an interrupted call resumes). Each variant's predic
 derived from the same fits and written to ``OUT/summary.json``:
 
     python scripts/bpl_lesions.py --runs 10 --library results/small1.npz --out results/lesions
-        [--full] [--unrefined] [--set KEY=VALUE ...]
+        [--full] [--unrefined] [--set KEY=VALUE ...] [--from-run I]
+
+Two processes can share the fitting: one with ``--runs 20``, one with ``--runs 40 --from-run 20``;
+a last call with ``--runs 40`` then only reads the saved terms and writes the summary.
 
 Terms (q = query, c = class, k = parse): ``fwd[q, c, k]`` refit of class c's parse k to query q;
 ``bwd[q, c, k]`` refit of query q's parse k to class c's image; ``own[c, k]`` refit of class c's
@@ -127,6 +130,12 @@ def variants(t) -> dict[str, np.ndarray]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10, help="first N dev runs")
+    parser.add_argument(
+        "--from-run",
+        type=int,
+        default=0,
+        help="fit only runs from this index on (another process can fit the ones before it)",
+    )
     parser.add_argument("--library", required=True, help="learned library .npz")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--full", action="store_true", help="FULL preset (default QUICK)")
@@ -143,7 +152,7 @@ def main(argv=None) -> int:
     n_queries, t0 = 0, time.time()
     for i in range(args.runs):
         path = out / f"run_{i:02d}.npz"
-        if not path.exists():
+        if not path.exists() and i >= args.from_run:
             episode = load_episode(runs[i], source)
             terms = run_terms(episode, cfg, library, lesioned)
             if args.unrefined:
@@ -151,6 +160,8 @@ def main(argv=None) -> int:
                 terms |= run_terms(episode, unrefined, library, lesioned, prefix="unrefined_")
             np.savez(path.with_suffix(".tmp.npz"), labels=episode.labels, **terms)
             path.with_suffix(".tmp.npz").replace(path)
+        if not path.exists():
+            continue
         with np.load(path, allow_pickle=False) as f:
             t = dict(f)
         n_queries += t["labels"].size
