@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     bpl = make_contender("bpl", seed=args.seed, library=args.library, overrides=overrides)
     base_key = jax.random.key(args.seed)
     errors: dict[str, int] = {}
+    n_queries = 0
     for number in args.runs:
         i = number - 1
         episode = load_episode(runs[i], source)
@@ -47,6 +48,7 @@ def main(argv=None) -> int:
         state = bpl.fit(episode.support, key=fit_key)
         scores = np.asarray(bpl.scores(state, episode.queries, key=score_key))
         errors[runs[i].name] = int((scores.argmax(1) != episode.labels).sum())
+        n_queries += len(episode.labels)
         print(
             runs[i].name, errors[runs[i].name], f"{time.perf_counter() - start:.0f} s", flush=True
         )
@@ -55,10 +57,10 @@ def main(argv=None) -> int:
         "set": args.set,
         "errors": errors,
         "total_errors": total,
-        "n_queries": 20 * len(errors),
+        "n_queries": n_queries,
     }
     Path(args.out).write_text(json.dumps(summary, indent=1))
-    print(f"{total} errors in {20 * len(errors)} queries", args.set)
+    print(f"{total} errors in {n_queries} queries", args.set)
     return 0
 
 
