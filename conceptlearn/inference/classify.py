@@ -57,7 +57,7 @@ class BPLConfig(FitConfig):
 FULL = BPLConfig(
     max_candidates=6,
     max_strokes=5,
-    n_points=10,
+    n_points=16,  # 10 cut long strokes into chords across the character (docs/results/bpl.md)
     n_parses=2,
     parse_steps=10,
     refit_steps=20,
