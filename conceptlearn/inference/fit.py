@@ -56,18 +56,14 @@ class FitConfig:
     smooth_sigma: float = 2.0  # px: std of a trajectory's second differences (parse prior)
     stroke_cost: float = 20.0  # nats per stroke (parse prior)
     motor_sigma: float = 0.7  # px: std of the motor noise at each knot (token prior)
-    motor_knots: int = (
-        0  # knots per stroke of the motor noise, linearly interpolated (0: every point)
-    )
+    motor_knots: int = 0  # motor-noise knots per stroke, linearly interpolated (0: every point)
     stroke_sigma: float = 5.0  # px: std of each stroke's shift (token prior)
     width_sigma: float = 0.3  # std of the log pen width (token prior)
     scale_sigma: float = 0.15  # std of log scale (token prior)
     rotate_sigma: float = 0.15  # rad: std of the rotation (token prior)
     shear_sigma: float = 0.15  # std of the shear (token prior)
     shift_sigma: float = 8.0  # px: std of the translation (token prior)
-    refit_starts: int = (
-        1  # 1: refit from scale 1; 2: also from the ink-matched scale, keep the best
-    )
+    refit_starts: int = 1  # 2: also refit from the ink-matched scale, keep the better fit
     ink_spread: float | None = None  # renderer InkParams overrides (None: DEFAULT_INK)
     ink_gain: float | None = None
 
@@ -186,8 +182,9 @@ def parse_image(image: np.ndarray, cfg: FitConfig, *, seed: int = 0, library=Non
 class Token(NamedTuple):
     """Token variables of a refit: ``log_scale f32 (2,)``, ``shift f32 (2,)`` px,
     ``stroke_shift f32 (S, 2)`` px per stroke (relation jitter), ``motor f32 (S, M, 2)`` px
-    motor noise at ``M`` knots per stroke (:func:`motor_basis`; ``M = P``: every point), ``log_width f32 ()`` pen width relative to the default ink,
-    ``rotation f32 ()`` rad and ``shear f32 ()``."""
+    motor noise at ``M`` knots per stroke (:func:`motor_basis`; ``M = P``: every point),
+    ``log_width f32 ()`` pen width relative to the default ink, ``rotation f32 ()`` rad and
+    ``shear f32 ()``."""
 
     log_scale: jax.Array
     shift: jax.Array
