@@ -98,6 +98,15 @@ def _identity(
     }
 
 
+def run_keys(seed: int, index: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The fit, score and shift keys of the run at ``index`` of a run set (paired across
+    contenders: they depend on the seed and the run's position only)."""
+    fit_key, score_key, shift_key = jax.random.split(
+        jax.random.fold_in(jax.random.key(seed), index), 3
+    )
+    return fit_key, score_key, shift_key
+
+
 def evaluate_contender(
     contender: Contender,
     runs: Sequence[Run],
@@ -143,7 +152,6 @@ def evaluate_contender(
         "device": device_description(),
         "versions": versions(),
     }
-    base_key = jax.random.key(seed)
     finished = dict(done)
     bar = tqdm(
         total=len(runs), initial=len(done), desc=contender.name, unit="run", disable=not progress
@@ -152,7 +160,7 @@ def evaluate_contender(
         if run.name in finished:
             continue
         episode = load_episode(run, source)
-        fit_key, score_key, shift_key = jax.random.split(jax.random.fold_in(base_key, i), 3)
+        fit_key, score_key, shift_key = run_keys(seed, i)
         if shift is not None:
             episode = episode._replace(queries=apply_shift(shift, episode.queries, shift_key))
         start = time.perf_counter()

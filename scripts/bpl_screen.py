@@ -15,12 +15,12 @@ import json
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from conceptlearn.cli import parse_key_values
 from conceptlearn.contenders import make_contender
 from conceptlearn.datasets.episodes import load_episode, load_runs
+from conceptlearn.evaluate import run_keys
 
 
 def main(argv=None) -> int:
@@ -37,13 +37,12 @@ def main(argv=None) -> int:
         parser.error(f"--runs: {bad} outside 1-{len(runs)}")
     overrides = parse_key_values(args.set) or None
     bpl = make_contender("bpl", seed=args.seed, library=args.library, overrides=overrides)
-    base_key = jax.random.key(args.seed)
     errors: dict[str, int] = {}
     n_queries = 0
     for number in args.runs:
         i = number - 1
         episode = load_episode(runs[i], source)
-        fit_key, score_key, _ = jax.random.split(jax.random.fold_in(base_key, i), 3)
+        fit_key, score_key, _ = run_keys(args.seed, i)
         start = time.perf_counter()
         state = bpl.fit(episode.support, key=fit_key)
         scores = np.asarray(bpl.scores(state, episode.queries, key=score_key))

@@ -188,8 +188,7 @@ def test_second_refit_start_at_the_ink_matched_scale_reaches_a_larger_copy():
     large = jnp.asarray(_image(CROSS))  # the same cross, about 2.2x larger
     one = FitConfig(**{**CFG.__dict__, "refit_steps": 10})
     two = FitConfig(**{**one.__dict__, "refit_starts": 2})
-    s1, _, t1 = fit_token(parse.points[0], parse.mask[0], large, one)
+    s1, _, _ = fit_token(parse.points[0], parse.mask[0], large, one)
     s2, _, t2 = fit_token(parse.points[0], parse.mask[0], large, two)
-    assert float(s2) >= float(s1) - 1e-3
     assert float(s2) > float(s1) + 20
     assert float(jnp.min(t2.log_scale)) > 0.4  # the kept fit is the enlarged one

@@ -212,14 +212,20 @@ def motor_basis(n_points: int, n_knots: int) -> jax.Array:
     return jnp.clip(1.0 - dist / spacing, 0.0, 1.0)
 
 
+def motor_offsets(motor, n_points: int) -> jax.Array:
+    """Per-point motor noise ``f32 (S, P, 2)`` from the knots' ``motor f32 (S, M, 2)``."""
+    if motor.shape[1] == n_points:  # a knot per point (static shapes: no data branch)
+        return motor
+    return jnp.einsum("pm,smd->spd", motor_basis(n_points, motor.shape[1]), motor)
+
+
 def token_points(points, mask, token: Token) -> jax.Array:
     """Apply ``token`` to a parse's ``points f32 (S, P, 2)``: motor noise (:func:`motor_basis`)
     and stroke shifts, then the affine map (:func:`token_affine`) about the parse's centre of
     mass, then shift."""
     w = mask[..., None].astype(points.dtype)
     centre = jnp.sum(points * w, (0, 1)) / jnp.maximum(jnp.sum(w), 1.0)
-    basis = motor_basis(points.shape[1], token.motor.shape[1])
-    moved = points + jnp.einsum("pm,smd->spd", basis, token.motor) + token.stroke_shift[:, None]
+    moved = points + motor_offsets(token.motor, points.shape[1]) + token.stroke_shift[:, None]
     return (moved - centre[None, None]) @ token_affine(token).T + (centre + token.shift)[None, None]
 
 
@@ -235,8 +241,10 @@ def token_ink(token: Token, cfg: FitConfig) -> InkParams:
 
 def token_log_prior(token: Token, mask, cfg: FitConfig) -> jax.Array:
     """Gaussian token prior (without normalising constants): ``f32 ()``."""
-    basis = motor_basis(mask.shape[1], token.motor.shape[1])  # (P, M)
-    live = (mask.astype(jnp.float32) @ basis) > 0  # (S, M): knots that move a valid point
+    if token.motor.shape[1] == mask.shape[1]:
+        live = mask  # (S, P): a knot per point
+    else:  # (S, M): knots that move a valid point
+        live = (mask.astype(jnp.float32) @ motor_basis(mask.shape[1], token.motor.shape[1])) > 0
     motor = jnp.sum(jnp.where(live[..., None], token.motor**2, 0.0)) / cfg.motor_sigma**2
     used = jnp.any(mask, -1)[:, None]
     jitter = jnp.sum(jnp.where(used, token.stroke_shift**2, 0.0)) / cfg.stroke_sigma**2
@@ -273,20 +281,6 @@ def fit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None):
     w = mask[..., None].astype(points.dtype)
     centre = jnp.sum(points * w, (0, 1)) / jnp.maximum(jnp.sum(w), 1.0)
     shift0 = jnp.where(jnp.sum(img) > 0, ink_centre - centre, 0.0)
-    ink_sd = jnp.sqrt(
-        jnp.stack(
-            [
-                jnp.sum(img.sum(0) * (cols - ink_centre[0]) ** 2),  # (col, row) like points
-                jnp.sum(img.sum(1) * (rows - ink_centre[1]) ** 2),
-            ]
-        )
-        / mass
-    )
-    parse_sd = jnp.sqrt(
-        jnp.sum(w * (points - centre[None, None]) ** 2, (0, 1)) / jnp.maximum(jnp.sum(w), 1.0)
-    )
-    matched = jnp.clip(jnp.log((ink_sd + 1.0) / (parse_sd + 1.0)), -0.7, 0.7)
-    log_scale0 = jnp.stack([jnp.zeros(2), matched])[: cfg.refit_starts] * _SCALE_PX  # (R, 2)
     n_strokes, n_points = points.shape[:2]
     motor0 = jnp.zeros((n_strokes, cfg.motor_knots or n_points, 2))
     zero = jnp.zeros(())
@@ -319,7 +313,25 @@ def fit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None):
         )
         return objective(u, cfg.blur_sigma), u
 
-    scores, us = jax.vmap(fit_from)(log_scale0)  # (R,), Token with leading R
-    best = jnp.argmax(scores)
-    tok = unpack(jax.tree.map(lambda x: x[best], us))
-    return scores[best], token_points(points, mask, tok), tok
+    if cfg.refit_starts == 1:  # static config: the hot path fits once, from scale 1
+        score, u = fit_from(jnp.zeros(2))
+    else:
+        ink_sd = jnp.sqrt(
+            jnp.stack(
+                [
+                    jnp.sum(img.sum(0) * (cols - ink_centre[0]) ** 2),  # (col, row) like points
+                    jnp.sum(img.sum(1) * (rows - ink_centre[1]) ** 2),
+                ]
+            )
+            / mass
+        )
+        parse_sd = jnp.sqrt(
+            jnp.sum(w * (points - centre[None, None]) ** 2, (0, 1)) / jnp.maximum(jnp.sum(w), 1.0)
+        )
+        matched = jnp.clip(jnp.log((ink_sd + 1.0) / (parse_sd + 1.0)), -0.7, 0.7)
+        starts = jnp.stack([jnp.zeros(2), matched * _SCALE_PX])  # (2, 2) preconditioned
+        scores, us = jax.vmap(fit_from)(starts)
+        best = jnp.argmax(scores)
+        score, u = scores[best], jax.tree.map(lambda x: x[best], us)
+    tok = unpack(u)
+    return score, token_points(points, mask, tok), tok
