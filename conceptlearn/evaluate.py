@@ -3,18 +3,22 @@
 The results file is rewritten atomically after every run; a rerun with the same model, config,
 seed and run set skips the finished runs, so an interrupted evaluation resumes and ends in the
 same file as an uninterrupted one (apart from timings). Each run's PRNG key depends only on the
-seed and the run's position, never on what ran before.
+seed and the run's position, never on what ran before, so ``--workers N`` (runs spread over N
+processes) gives the same predictions as one process.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import multiprocessing
 import os
 import platform
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -107,6 +111,50 @@ def run_keys(seed: int, index: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     return fit_key, score_key, shift_key
 
 
+def evaluate_run(contender: Contender, run: Run, source, index: int, seed: int, shift) -> dict:
+    """Fit and score one run (the ``index``-th of its run set) -> its results entry."""
+    episode = load_episode(run, source)
+    fit_key, score_key, shift_key = run_keys(seed, index)
+    if shift is not None:
+        episode = episode._replace(queries=apply_shift(shift, episode.queries, shift_key))
+    start = time.perf_counter()
+    state = contender.fit(episode.support, key=fit_key)
+    scores = np.asarray(contender.scores(state, episode.queries, key=score_key))
+    seconds = time.perf_counter() - start
+    if scores.shape != (len(run.queries), run.n_way):
+        raise ValueError(
+            f"{contender.name}: scores have shape {scores.shape}, expected {(len(run.queries), run.n_way)}"
+        )
+    predictions = scores.argmax(axis=1)
+    n_errors = int((predictions != episode.labels).sum())
+    return {
+        "run": run.name,
+        "n_test": len(run.queries),
+        "n_errors": n_errors,
+        "error_pct": 100.0 * n_errors / len(run.queries),
+        "seconds": seconds,
+        "predictions": [int(p) for p in predictions],
+        "labels": [int(label) for label in episode.labels],
+        # how far each query's true class is behind the winner (0 when correct)
+        "margins": [
+            round(float(s.max() - s[label]), 4)
+            for s, label in zip(scores, episode.labels, strict=True)
+        ],
+    }
+
+
+# A worker process's contender and image source, built once by ``_start_worker``.
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(setup: Callable[[], tuple[Contender, object]]) -> None:
+    _WORKER["contender"], _WORKER["source"] = setup()
+
+
+def _worker_run(run: Run, index: int, seed: int, shift) -> dict:
+    return evaluate_run(_WORKER["contender"], run, _WORKER["source"], index, seed, shift)
+
+
 def evaluate_contender(
     contender: Contender,
     runs: Sequence[Run],
@@ -117,6 +165,8 @@ def evaluate_contender(
     runs_spec: str = "",
     shift: str | None = None,
     progress: bool = True,
+    workers: int = 1,
+    worker_setup: Callable[[], tuple[Contender, object]] | None = None,
 ) -> dict:
     """Run ``contender`` on every run, writing ``out`` after each; resume from ``out`` if it
     holds a partial evaluation of the same model, config, seed, run set and shift.
@@ -124,8 +174,14 @@ def evaluate_contender(
     ``shift``: an out-of-distribution shift spec (``conceptlearn.experiments.shifts``, e.g.
     ``"rotate=30"``) applied to every query image; the support images stay as they are.
 
+    ``workers > 1`` spreads the runs over that many fresh processes, each building its own
+    contender and image source with ``worker_setup`` (a picklable callable returning
+    ``(contender, source)`` equal to the ones given); results are the same as with one.
+
     Returns the results dict (see the README for its fields).
     """
+    if workers > 1 and worker_setup is None:
+        raise ValueError("workers > 1 needs worker_setup to build the contender in each process")
     out = Path(out)
     identity = _identity(contender, runs, runs_spec, seed, shift)
     # JSON round trip so that tuples vs lists cannot make identical configs look different.
@@ -156,43 +212,30 @@ def evaluate_contender(
     bar = tqdm(
         total=len(runs), initial=len(done), desc=contender.name, unit="run", disable=not progress
     )
-    for i, run in enumerate(runs):
-        if run.name in finished:
-            continue
-        episode = load_episode(run, source)
-        fit_key, score_key, shift_key = run_keys(seed, i)
-        if shift is not None:
-            episode = episode._replace(queries=apply_shift(shift, episode.queries, shift_key))
-        start = time.perf_counter()
-        state = contender.fit(episode.support, key=fit_key)
-        scores = np.asarray(contender.scores(state, episode.queries, key=score_key))
-        seconds = time.perf_counter() - start
-        if scores.shape != (len(run.queries), run.n_way):
-            raise ValueError(
-                f"{contender.name}: scores have shape {scores.shape}, expected {(len(run.queries), run.n_way)}"
-            )
-        predictions = scores.argmax(axis=1)
-        n_errors = int((predictions != episode.labels).sum())
-        finished[run.name] = {
-            "run": run.name,
-            "n_test": len(run.queries),
-            "n_errors": n_errors,
-            "error_pct": 100.0 * n_errors / len(run.queries),
-            "seconds": seconds,
-            "predictions": [int(p) for p in predictions],
-            "labels": [int(label) for label in episode.labels],
-            # how far each query's true class is behind the winner (0 when correct)
-            "margins": [
-                round(float(s.max() - s[label]), 4)
-                for s, label in zip(scores, episode.labels, strict=True)
-            ],
-        }
+
+    def record(entry: dict) -> None:
+        finished[entry["run"]] = entry
         partial = _summarise(
             {**results, "runs": [finished[r.name] for r in runs if r.name in finished]}
         )
         _write_atomic(out, partial)
         bar.update(1)
         bar.set_postfix(error_pct=f"{partial['mean_error_pct']:.1f}")
+
+    todo = [(i, run) for i, run in enumerate(runs) if run.name not in finished]
+    if workers > 1 and todo:
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(todo)),
+            mp_context=multiprocessing.get_context("spawn"),  # jax is not fork-safe
+            initializer=_start_worker,
+            initargs=(worker_setup,),
+        ) as pool:
+            pending = [pool.submit(_worker_run, run, i, seed, shift) for i, run in todo]
+            for done_run in as_completed(pending):
+                record(done_run.result())
+    else:
+        for i, run in todo:
+            record(evaluate_run(contender, run, source, i, seed, shift))
     bar.close()
     final = _summarise({**results, "runs": [finished[r.name] for r in runs]})
     _write_atomic(out, final)
@@ -240,23 +283,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=STRENGTH",
         help="out-of-distribution shift applied to the queries, e.g. rotate=30, scale=0.7, thicken=2",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes to spread the runs over (same results as 1; each holds its own model)",
+    )
     parser.add_argument("--no-progress", action="store_true")
+
+
+def _setup_from_args(
+    model: str, contender_options: dict[str, Any], runs_spec: str, data: str | None
+) -> tuple[Contender, object]:
+    """A worker's contender and image source (module level, so that it pickles)."""
+    return make_contender(model, **contender_options), load_runs(runs_spec, data)[1]
 
 
 def run(args: argparse.Namespace) -> int:
     if args.shift is not None:
         parse_shift(args.shift)  # fail before any work on a bad spec
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     runs, source = load_runs(args.runs, args.data)
     if args.limit is not None:
         runs = runs[: args.limit]
-    contender = make_contender(
-        args.model,
+    options = dict(
         seed=args.seed,
         checkpoint=args.checkpoint,
         library=args.library,
         quick=args.quick,
         overrides=parse_key_values(args.overrides) or None,
     )
+    contender = make_contender(args.model, **options)
+    setup = functools.partial(_setup_from_args, args.model, options, args.runs, args.data)
     results = evaluate_contender(
         contender,
         runs,
@@ -266,6 +325,8 @@ def run(args: argparse.Namespace) -> int:
         runs_spec=args.runs,
         shift=args.shift,
         progress=not args.no_progress,
+        workers=args.workers,
+        worker_setup=setup,
     )
     lo, hi = results["ci95_pct"]
     shifted = f" (queries shifted: {args.shift})" if args.shift else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import jax
@@ -126,3 +127,32 @@ def test_bootstrap_interval():
     # Wider spread across runs gives a wider interval.
     lo2, hi2 = bootstrap_ci([10] * 10 + [0] * 30, n_test)
     assert hi2 - lo2 > hi - lo
+
+
+def _overlap_setup(omniglot_root):
+    """Worker setup for the ``workers`` test (module level: spawned processes import it)."""
+    from conceptlearn.datasets.omniglot import OmniglotImages
+
+    return OverlapContender(), OmniglotImages("small1", omniglot_root)
+
+
+def test_workers_give_the_same_results_as_one_process(
+    tiny_runs, small1_images, omniglot_root, tmp_path
+):
+    one = evaluate_contender(
+        OverlapContender(), tiny_runs, small1_images, tmp_path / "one.json", progress=False
+    )
+    two = evaluate_contender(
+        OverlapContender(),
+        tiny_runs,
+        small1_images,
+        tmp_path / "two.json",
+        progress=False,
+        workers=2,
+        worker_setup=functools.partial(_overlap_setup, omniglot_root),
+    )
+    assert _strip_timings(two) == _strip_timings(one)
+    with pytest.raises(ValueError, match="worker_setup"):
+        evaluate_contender(
+            OverlapContender(), tiny_runs, small1_images, tmp_path / "x.json", workers=2
+        )

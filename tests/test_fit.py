@@ -91,6 +91,7 @@ def test_token_prior_matches_gaussian_log_density_up_to_a_constant():
         jnp.float32(0.2),
         jnp.float32(0.3),
         jnp.float32(-0.1),
+        jnp.zeros(3),
     )
     ref = (
         stats.norm(0, CFG.scale_sigma).logpdf(np.asarray(tok.log_scale)).sum()
@@ -168,7 +169,16 @@ def test_knotted_motor_noise_moves_points_smoothly_and_is_scored_on_live_knots()
     motor[0, 1] = [0.0, 4.0]  # bend the middle of stroke 0 down by 4 px
     motor[1] = [[1.0, 0.0], [5.0, 5.0], [5.0, 5.0]]  # only knot 0 touches the dot's point
     zero = jnp.zeros(())
-    tok = Token(jnp.zeros(2), jnp.zeros(2), jnp.zeros((2, 2)), jnp.asarray(motor), zero, zero, zero)
+    tok = Token(
+        jnp.zeros(2),
+        jnp.zeros(2),
+        jnp.zeros((2, 2)),
+        jnp.asarray(motor),
+        zero,
+        zero,
+        zero,
+        jnp.zeros(2),
+    )
     moved = np.asarray(token_points(pts, mask, tok)) - np.asarray(pts)
     np.testing.assert_allclose(moved[0, :, 0], 0.0, atol=1e-5)  # identity affine: motor only
     dy = moved[0, :, 1]
@@ -192,3 +202,29 @@ def test_second_refit_start_at_the_ink_matched_scale_reaches_a_larger_copy():
     s2, _, t2 = fit_token(parse.points[0], parse.mask[0], large, two)
     assert float(s2) > float(s1) + 20
     assert float(jnp.min(t2.log_scale)) > 0.4  # the kept fit is the enlarged one
+
+
+def test_stroke_scale_grows_each_stroke_about_its_own_centre_and_is_scored_when_on():
+    pts = jnp.asarray(np.stack([_line([20, 20], [60, 20]), _line([30, 70], [30, 90])]))
+    mask = jnp.ones((2, 8), bool)
+    zero = jnp.zeros(())
+    log_scale = jnp.asarray([np.log(2.0), 0.0], jnp.float32)
+    tok = Token(
+        jnp.zeros(2),
+        jnp.zeros(2),
+        jnp.zeros((2, 2)),
+        jnp.zeros((2, 8, 2)),
+        zero,
+        zero,
+        zero,
+        log_scale,
+    )
+    moved = np.asarray(token_points(pts, mask, tok))
+    np.testing.assert_allclose(moved[0, [0, -1]], [[0.0, 20.0], [80.0, 20.0]], atol=1e-4)
+    np.testing.assert_allclose(moved[1], np.asarray(pts[1]), atol=1e-4)
+    off = float(token_log_prior(tok, mask, CFG))  # stroke_scale_sigma = 0: not a variable
+    on_cfg = FitConfig(**{**CFG.__dict__, "stroke_scale_sigma": 0.2})
+    on = float(token_log_prior(tok, mask, on_cfg))
+    ref = stats.norm(0, 0.2).logpdf(np.log(2.0)) - stats.norm(0, 0.2).logpdf(0.0)
+    assert off == pytest.approx(0.0, abs=1e-6)
+    assert on == pytest.approx(ref, rel=1e-5)

@@ -58,6 +58,7 @@ class FitConfig:
     motor_sigma: float = 0.7  # px: std of the motor noise at each knot (token prior)
     motor_knots: int = 0  # motor-noise knots per stroke, linearly interpolated (0: every point)
     stroke_sigma: float = 5.0  # px: std of each stroke's shift (token prior)
+    stroke_scale_sigma: float = 0.0  # std of each stroke's log scale about its centre (0: off)
     width_sigma: float = 0.3  # std of the log pen width (token prior)
     scale_sigma: float = 0.15  # std of log scale (token prior)
     rotate_sigma: float = 0.15  # rad: std of the rotation (token prior)
@@ -183,8 +184,9 @@ class Token(NamedTuple):
     """Token variables of a refit: ``log_scale f32 (2,)``, ``shift f32 (2,)`` px,
     ``stroke_shift f32 (S, 2)`` px per stroke (relation jitter), ``motor f32 (S, M, 2)`` px
     motor noise at ``M`` knots per stroke (:func:`motor_basis`; ``M = P``: every point),
-    ``log_width f32 ()`` pen width relative to the default ink, ``rotation f32 ()`` rad and
-    ``shear f32 ()``."""
+    ``log_width f32 ()`` pen width relative to the default ink, ``rotation f32 ()`` rad,
+    ``shear f32 ()`` and ``stroke_log_scale f32 (S,)``, each stroke's log scale about its own
+    centre (sub-stroke scale noise, held at zero when ``cfg.stroke_scale_sigma`` is 0)."""
 
     log_scale: jax.Array
     shift: jax.Array
@@ -193,6 +195,7 @@ class Token(NamedTuple):
     log_width: jax.Array
     rotation: jax.Array
     shear: jax.Array
+    stroke_log_scale: jax.Array
 
 
 def token_affine(token: Token) -> jax.Array:
@@ -220,12 +223,17 @@ def motor_offsets(motor, n_points: int) -> jax.Array:
 
 
 def token_points(points, mask, token: Token) -> jax.Array:
-    """Apply ``token`` to a parse's ``points f32 (S, P, 2)``: motor noise (:func:`motor_basis`)
-    and stroke shifts, then the affine map (:func:`token_affine`) about the parse's centre of
-    mass, then shift."""
+    """Apply ``token`` to a parse's ``points f32 (S, P, 2)``: motor noise (:func:`motor_basis`),
+    each stroke scaled about its own centre and shifted, then the affine map
+    (:func:`token_affine`) about the parse's centre of mass, then shift."""
     w = mask[..., None].astype(points.dtype)
     centre = jnp.sum(points * w, (0, 1)) / jnp.maximum(jnp.sum(w), 1.0)
-    moved = points + motor_offsets(token.motor, points.shape[1]) + token.stroke_shift[:, None]
+    stroke_centre = jnp.sum(points * w, 1, keepdims=True) / jnp.maximum(
+        jnp.sum(w, 1, keepdims=True), 1.0
+    )
+    scale = jnp.exp(token.stroke_log_scale)[:, None, None]
+    own = points + motor_offsets(token.motor, points.shape[1]) - stroke_centre
+    moved = stroke_centre + scale * own + token.stroke_shift[:, None]
     return (moved - centre[None, None]) @ token_affine(token).T + (centre + token.shift)[None, None]
 
 
@@ -248,6 +256,9 @@ def token_log_prior(token: Token, mask, cfg: FitConfig) -> jax.Array:
     motor = jnp.sum(jnp.where(live[..., None], token.motor**2, 0.0)) / cfg.motor_sigma**2
     used = jnp.any(mask, -1)[:, None]
     jitter = jnp.sum(jnp.where(used, token.stroke_shift**2, 0.0)) / cfg.stroke_sigma**2
+    if cfg.stroke_scale_sigma > 0:  # static config; when off the variable is held at zero
+        sizes = jnp.where(used[:, 0], token.stroke_log_scale**2, 0.0)
+        jitter = jitter + jnp.sum(sizes) / cfg.stroke_scale_sigma**2
     scale = jnp.sum(token.log_scale**2) / cfg.scale_sigma**2
     shift = jnp.sum(token.shift**2) / cfg.shift_sigma**2
     width = token.log_width**2 / cfg.width_sigma**2
@@ -259,6 +270,7 @@ def token_log_prior(token: Token, mask, cfg: FitConfig) -> jax.Array:
 # radii, so one learning rate (px per step) fits every variable.
 _SCALE_PX = 30.0
 _WIDTH_PX = 3.0
+_STROKE_SCALE_PX = 15.0  # about a stroke's radius
 
 
 def refit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None) -> jax.Array:
@@ -284,7 +296,17 @@ def fit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None):
     n_strokes, n_points = points.shape[:2]
     motor0 = jnp.zeros((n_strokes, cfg.motor_knots or n_points, 2))
     zero = jnp.zeros(())
-    u0 = Token(jnp.zeros(2), shift0, jnp.zeros((n_strokes, 2)), motor0, zero, zero, zero)
+    u0 = Token(
+        jnp.zeros(2),
+        shift0,
+        jnp.zeros((n_strokes, 2)),
+        motor0,
+        zero,
+        zero,
+        zero,
+        jnp.zeros(n_strokes),
+    )
+    stroke_scale_on = float(cfg.stroke_scale_sigma > 0)
 
     def unpack(u: Token) -> Token:
         return u._replace(
@@ -292,6 +314,7 @@ def fit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None):
             log_width=u.log_width / _WIDTH_PX,
             rotation=u.rotation / _SCALE_PX,
             shear=u.shear / _SCALE_PX,
+            stroke_log_scale=stroke_scale_on * u.stroke_log_scale / _STROKE_SCALE_PX,
         )
 
     def objective(u: Token, sigma):
