@@ -14,7 +14,8 @@ Terms (q = query, c = class, k = parse): ``fwd[q, c, k]`` refit of class c's par
 ``bwd[q, c, k]`` refit of query q's parse k to class c's image; ``own[c, k]`` refit of class c's
 parse k to its own image; ``cheap[q, c]`` the pruning refit; ``*_ll``, ``*_type``,
 ``*_type_uniform`` the parses' image log-likelihood and log P(type) under the learned library and
-under the library with uniform primitives. ``--unrefined`` adds the same terms for parses
+under the library with uniform primitives; ``c_ink``, ``q_ink`` the images' ink (pixels on; read
+from the episode when an older file lacks them). ``--unrefined`` adds the same terms for parses
 scored as proposed (no refinement).
 """
 
@@ -33,7 +34,7 @@ from jax.scipy.special import logsumexp
 
 from conceptlearn.cli import parse_key_values
 from conceptlearn.datasets.episodes import load_episode, load_runs
-from conceptlearn.inference.classify import FULL, QUICK, parse_images, refit_batch
+from conceptlearn.inference.classify import FULL, QUICK, ink, parse_images, refit_batch
 from conceptlearn.inference.fit import parse_log_prior
 from conceptlearn.inference.parse_type import parse_type_log_probs, uniform_primitives
 from conceptlearn.model.library import load_library
@@ -60,6 +61,8 @@ def run_terms(episode, cfg, library, lesioned, prefix="") -> dict[str, np.ndarra
     sp, qp = parse_images(sup, cfg, 0), parse_images(qry, cfg, 1000)
     own = pair_refits(sp, sup, cfg, cfg.refit_steps)
     out = {
+        "c_ink": np.asarray(ink(jnp.asarray(sup))),
+        "q_ink": np.asarray(ink(jnp.asarray(qry))),
         "fwd": pair_refits(sp, qry, cfg, cfg.refit_steps),
         "bwd": pair_refits(qp, sup, cfg, cfg.refit_steps).transpose(1, 0, 2),
         "own": np.stack([own[i, i] for i in range(len(sup))]),
@@ -80,10 +83,19 @@ def _weights(log_post):
     return log_post - logsumexp(log_post, axis=-1, keepdims=True)
 
 
-def two_way(t, prior="standin", evidence_prior=False, back_weight=1.0, K=None, prefix=""):
+def two_way(
+    t,
+    prior="type",
+    evidence_prior=False,
+    back_weight=1.0,
+    K=None,
+    prefix="",
+    ink_balance=True,
+):
     """Scores ``(n_query, n_way)`` from saved terms ``t``: parse weights from
     ``ll + prior`` (``prior`` in standin / type / type_uniform / none); the evidence is the
-    self-refit, plus log P(type) when ``evidence_prior``."""
+    self-refit, plus log P(type) when ``evidence_prior``; the backward ratio is scaled by
+    ``ink(query) / ink(class)`` when ``ink_balance`` (as the contender does)."""
     g = {k[len(prefix) :]: v for k, v in t.items() if k.startswith(prefix)}
     K = K or g["fwd"].shape[-1]
     sl = slice(0, K)
@@ -94,15 +106,17 @@ def two_way(t, prior="standin", evidence_prior=False, back_weight=1.0, K=None, p
     back = logsumexp(w_q[:, None] + g["bwd"][..., sl], -1)
     own = g["own"][:, sl] + (g[f"c_{prior}"][:, sl] if evidence_prior else 0.0)
     ev = logsumexp(w_c + own, -1)
-    return one + back_weight * (back - ev[None])
+    ratio = t["q_ink"][:, None] / t["c_ink"][None] if ink_balance else 1.0
+    return one + back_weight * ratio * (back - ev[None])
 
 
 def variants(t) -> dict[str, np.ndarray]:
     """Every variant's scores ``(n_query, n_way)`` for one run's terms."""
     base = two_way(t)
     out = {
-        "two-way, stand-in prior weights (preset)": base,
-        "two-way, learned type prior weights": two_way(t, prior="type"),
+        "two-way, learned type prior weights (contender)": base,
+        "two-way, no ink balance": two_way(t, ink_balance=False),
+        "two-way, stand-in prior weights": two_way(t, prior="standin"),
         "two-way, uniform-primitive type prior weights": two_way(t, prior="type_uniform"),
         "two-way, learned type prior weights and evidence": two_way(
             t, prior="type", evidence_prior=True
@@ -114,6 +128,9 @@ def variants(t) -> dict[str, np.ndarray]:
         "one-way only": two_way(t, back_weight=0.0),
         "two-way, K = 1": two_way(t, K=1),
         "two-way, backward term x 0.5": two_way(t, back_weight=0.5),
+        "two-way, no ink balance, backward term x 0.5": two_way(
+            t, back_weight=0.5, ink_balance=False
+        ),
         "two-way, backward term x 2": two_way(t, back_weight=2.0),
         "pruning score alone": t["cheap"],
     }
@@ -164,10 +181,16 @@ def main(argv=None) -> int:
             continue
         with np.load(path, allow_pickle=False) as f:
             t = dict(f)
+        if "c_ink" not in t:  # written before the ink terms were saved
+            episode = load_episode(runs[i], source)
+            t["c_ink"] = np.asarray(ink(jnp.asarray(episode.support[:, 0])))
+            t["q_ink"] = np.asarray(ink(jnp.asarray(episode.queries)))
         n_queries += t["labels"].size
         for name, scores in variants(t).items():
             errors[name] = errors.get(name, 0) + int((scores.argmax(1) != t["labels"]).sum())
-        print(i, f"{time.time() - t0:.0f}s", errors["two-way, stand-in prior weights (preset)"])
+        print(
+            i, f"{time.time() - t0:.0f}s", errors["two-way, learned type prior weights (contender)"]
+        )
     summary = {
         "n_runs": args.runs,
         "n_queries": n_queries,

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import ndimage
 from skimage.draw import line
 
 from conceptlearn.contenders import make_contender
+from conceptlearn.inference.classify import ink, parse_images, score_queries
 from conceptlearn.inference.fit import TRACE_COUNT
 from conceptlearn.model.library import save_library, toy_library
 
@@ -91,6 +94,22 @@ def test_scores_finite_on_odd_queries(contender):
     small = _draw(SHAPES[0])[::3, ::3]  # (35, 35); three of them keep the traced batch shape
     s = contender.scores(state, np.stack([small] * 3), key=jax.random.key(2))
     assert np.all(np.isfinite(s)) and np.all(s.argmax(1) == 0)
+
+
+def test_ink_balance_rescales_the_backward_ratio_by_query_over_class_ink(contender):
+    support, queries, _ = _episode((3, -2))
+    state = contender.fit(support, key=jax.random.key(0))
+    q = jnp.asarray(queries)
+    q_parses = parse_images(q, contender.cfg, 0, contender._library)
+    cfg = dataclasses.replace(contender.cfg, prune_width=1000)  # score every class
+    balanced = np.asarray(score_queries(state, q_parses, q, cfg))
+    plain = np.asarray(
+        score_queries(state, q_parses, q, dataclasses.replace(cfg, ink_balance=False))
+    )
+    one_way = np.asarray(score_queries(state, q_parses, q, dataclasses.replace(cfg, two_way=False)))
+    ratio = np.asarray(ink(q))[:, None] / np.asarray(ink(jnp.asarray(support[:, 0])))[None]
+    assert not np.allclose(ratio, 1.0, atol=0.05)  # the three shapes differ in ink
+    np.testing.assert_allclose(balanced, one_way + ratio * (plain - one_way), rtol=1e-5)
 
 
 def test_config_and_bad_input(contender):

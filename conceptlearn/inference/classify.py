@@ -11,6 +11,15 @@ evidence ``log P(I_C)`` is estimated with the same refit, of ``I_C``'s own parse
 (``logsumexp_k [log w_k + refit(parse_k -> I_C)]``), so that the second and third terms form a
 calibrated ratio: how much worse ``I_T``'s programs explain ``I_C`` than ``I_C``'s own do.
 
+Ink balance (``BPLConfig.ink_balance``, off in both presets: neutral on the dev runs): the two directions count different
+pixels. The forward term scores the ink of ``I_T``, the backward ratio the ink of ``I_C``, and
+both grow in magnitude with the ink they explain, so a class image with less ink than the query
+casts a smaller backward penalty and sparse classes are favoured (on the 40 dev runs, 71% of the
+errors picked a class with less ink than the true one's). The backward ratio is therefore
+rescaled to the query's ink, ``ink(I_T) / ink(I_C)`` (ink = pixels on), so that both directions
+weigh the same number of ink pixels; for one shot this ranks classes as the sum of the two
+log-ratios per ink pixel of the image each explains.
+
 Stages (every knob in :class:`BPLConfig`):
 
 1. parse every support and query image (proposals -> refinement -> K best);
@@ -50,6 +59,7 @@ class BPLConfig(FitConfig):
     prune_two_way: bool = True  # prune on the two-way score of the best parses (else one-way)
     two_way: bool = True  # False: one-way score log P(I_T | I_C) only
     type_prior: bool = True  # weigh parses by log P(type) under --library (else stand-in prior)
+    ink_balance: bool = False  # rescale the backward ratio by ink(I_T) / ink(I_C) (docstring)
 
 
 # FULL scores every class both ways; QUICK prunes to 4 classes per query first (dev runs:
@@ -170,10 +180,16 @@ class BPLContender:
         return np.asarray(score_queries(state, q_parses, q_images, self.cfg))
 
 
+def ink(images) -> jax.Array:
+    """Pixels on (at least 1) of ``images bool (*L, H, W)`` -> ``f32 (*L,)``."""
+    return jnp.maximum(jnp.sum(images, (-2, -1)), 1).astype(jnp.float32)
+
+
 def prune_scores(state: State, q_parses: Parse, q_images, cfg: BPLConfig) -> jax.Array:
     """The cheap score ``f32 (n_query, n_way)``: the best parse of every shot refit to every
     query with ``cfg.prune_steps`` steps, plus (``prune_two_way``) the best parse of every query
-    refit to every shot minus the shot's evidence; log-mean-exp over shots."""
+    refit to every shot minus the shot's evidence (ink-balanced when ``cfg.ink_balance``);
+    log-mean-exp over shots."""
     c = state.parses
     n_way, k = c.log_post.shape[:2]
     n_query = q_images.shape[0]
@@ -187,8 +203,10 @@ def prune_scores(state: State, q_parses: Parse, q_images, cfg: BPLConfig) -> jax
         qp = jnp.broadcast_to(q_parses.points[:, None, None, 0], (*lead, S, P, 2))
         qm = jnp.broadcast_to(q_parses.mask[:, None, None, 0], (*lead, S, P))
         c_ims = jnp.broadcast_to(state.images[None], (*lead, IMAGE_SIZE, IMAGE_SIZE))
-        back = refit_batch(qp, qm, c_ims, cfg, cfg.prune_steps)
-        cheap = cheap + back - state.log_evidence[None]
+        back = refit_batch(qp, qm, c_ims, cfg, cfg.prune_steps) - state.log_evidence[None]
+        if cfg.ink_balance:
+            back = back * ink(q_images)[:, None, None] / ink(state.images)[None]
+        cheap = cheap + back
     return logsumexp(cheap, axis=-1) - jnp.log(k)
 
 
@@ -229,7 +247,10 @@ def score_queries(state: State, q_parses: Parse, q_images, cfg: BPLConfig) -> ja
         )
         bwd = refit_batch(bp, bm, b_ims, cfg, cfg.refit_steps)  # (n_query, width, k, K)
         back = logsumexp(q_parses.log_weight[:, None, None] + bwd, axis=-1)
-        per_shot = one_way + back - state.log_evidence[kept]
+        back = back - state.log_evidence[kept]  # (n_query, width, k)
+        if cfg.ink_balance:
+            back = back * ink(q_images)[:, None, None] / ink(state.images)[kept]
+        per_shot = one_way + back
     else:
         per_shot = one_way
     full = logsumexp(per_shot, axis=-1) - jnp.log(k)  # (n_query, width)

@@ -53,6 +53,7 @@ class FitConfig:
     blur_sigma: float = 2.0  # blur sigma (px) of the score
     epsilon: float = 0.02  # pixel-flip probability of the score
     n_samples: int = 48  # renderer arc-length samples per stroke
+    total_samples: int = 0  # > 0: one sample budget per drawing, shared by stroke length
     smooth_sigma: float = 2.0  # px: std of a trajectory's second differences (parse prior)
     stroke_cost: float = 20.0  # nats per stroke (parse prior)
     motor_sigma: float = 0.7  # px: std of the motor noise at each knot (token prior)
@@ -97,7 +98,7 @@ def _ink(cfg: FitConfig) -> InkParams | None:
 def image_log_lik(points, mask, image, blur_sigma, cfg: FitConfig) -> jax.Array:
     """``log P(image | points)`` at blur ``blur_sigma``: ``points f32 (S, P, 2)``,
     ``mask bool (S, P)``, ``image bool (105, 105)`` -> ``f32 ()``."""
-    ink = render(points, mask, _ink(cfg), n_samples=cfg.n_samples)
+    ink = render(points, mask, _ink(cfg), cfg.n_samples, cfg.total_samples or None)
     return log_likelihood(pixel_probs(ink, blur_sigma, cfg.epsilon), image)
 
 
@@ -320,7 +321,7 @@ def fit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None):
     def objective(u: Token, sigma):
         tok = unpack(u)
         pts = token_points(points, mask, tok)
-        ink = render(pts, mask, token_ink(tok, cfg), n_samples=cfg.n_samples)
+        ink = render(pts, mask, token_ink(tok, cfg), cfg.n_samples, cfg.total_samples or None)
         ll = log_likelihood(pixel_probs(ink, sigma, cfg.epsilon), image)
         return ll + token_log_prior(tok, mask, cfg)
 
