@@ -245,3 +245,16 @@ def test_a_long_stroke_scores_as_a_line_not_as_beads_with_a_shared_sample_budget
     shared = float(image_log_lik(pts, mask, image, 2.0, FitConfig(total_samples=256)))
     assert per_stroke < dense - 100.0
     assert shared > dense - 10.0
+
+
+def test_a_wide_second_refit_keeps_the_better_fit_and_reaches_a_larger_copy():
+    small = [_line([40, 50], [65, 50]), _line([52, 38], [52, 63])]
+    parse = parse_image(_image(small), CFG)
+    large = jnp.asarray(_image(CROSS))  # the same cross, about 2.2x larger
+    one = FitConfig(**{**CFG.__dict__, "refit_steps": 10})
+    wide = FitConfig(**{**one.__dict__, "wide_lr": 1.5, "wide_blur": 12.0})
+    own = jnp.asarray(_image(small))
+    plain = [float(fit_token(parse.points[0], parse.mask[0], im, one)[0]) for im in (large, own)]
+    best = [float(fit_token(parse.points[0], parse.mask[0], im, wide)[0]) for im in (large, own)]
+    assert best[0] > plain[0] + 20  # long steps from a wide blur reach the larger copy
+    assert best[1] >= plain[1] - 1e-3  # the plain fit is one of those the best is kept from

@@ -7,8 +7,9 @@ coarse-to-fine blur schedule so that far-off ink still pulls):
   call) by moving the trajectory points freely under the image likelihood plus a parse prior;
 - :func:`refit_token` refits one parse to another image through token variables only: a global
   affine (scale, rotation, shear and translation about the parse centre), per-stroke shifts and
-  small per-point motor noise. This is
-  the inner ``max_theta P(I | theta) P(theta | type)`` of BPL's one-shot score (DESIGN.md §5).
+  small per-point motor noise (optionally per-stroke scales). This is the inner
+  ``max_theta P(I | theta) P(theta | type)`` of BPL's one-shot score (DESIGN.md §5); the max
+  may be taken over several optimiser runs (:func:`fit_token`).
 
 :func:`parse_image` chains proposals -> refinement -> the ``K`` best parses with normalised
 posterior weights.
@@ -49,7 +50,9 @@ class FitConfig:
     parse_lr: float = 0.3  # px per step
     refit_steps: int = 30  # Adam steps when refitting a parse's token to another image
     refit_lr: float = 0.6
+    refit_lr_end: float = 0.0  # > 0: the refit's step size decays (cosine) to this by the end
     blur_start: float = 6.0  # blur sigma (px) at the first step; geometric down to blur_sigma
+    refit_blur_start: float = 0.0  # the same for token refits (0: blur_start)
     blur_sigma: float = 2.0  # blur sigma (px) of the score
     epsilon: float = 0.02  # pixel-flip probability of the score
     n_samples: int = 48  # renderer arc-length samples per stroke
@@ -66,6 +69,8 @@ class FitConfig:
     shear_sigma: float = 0.15  # std of the shear (token prior)
     shift_sigma: float = 8.0  # px: std of the translation (token prior)
     refit_starts: int = 1  # 2: also refit from the ink-matched scale, keep the better fit
+    wide_lr: float = 0.0  # > 0: also refit with this step size from blur wide_blur, keep the best
+    wide_blur: float = 12.0
     ink_spread: float | None = None  # renderer InkParams overrides (None: DEFAULT_INK)
     ink_gain: float | None = None
 
@@ -110,12 +115,17 @@ def parse_log_prior(points, mask, cfg: FitConfig) -> jax.Array:
     return smooth - cfg.stroke_cost * jnp.sum(jnp.any(mask, -1))
 
 
-def _optimise(loss_fn, params, n_steps: int, lr: float, cfg: FitConfig):
+def _optimise(
+    loss_fn, params, n_steps: int, lr: float, blur_start: float, cfg: FitConfig, lr_end=0.0
+):
     """Minimise ``loss_fn(params, blur_sigma)`` with Adam for ``n_steps`` in ``lax.scan``; blur
-    goes geometrically from ``cfg.blur_start`` to ``cfg.blur_sigma``. Returns final params."""
+    goes geometrically from ``blur_start`` to ``cfg.blur_sigma``, the step size from ``lr`` to
+    ``lr_end`` (cosine; constant when ``lr_end`` is 0). Returns final params."""
+    if lr_end > 0:
+        lr = optax.cosine_decay_schedule(lr, max(n_steps - 1, 1), alpha=lr_end / lr)
     opt = optax.adam(lr)
     frac = jnp.linspace(0.0, 1.0, max(n_steps, 1))
-    sigmas = cfg.blur_start * (cfg.blur_sigma / cfg.blur_start) ** frac
+    sigmas = blur_start * (cfg.blur_sigma / blur_start) ** frac
 
     def step(carry, sigma):
         params, state = carry
@@ -134,7 +144,7 @@ def refine_parse(points, mask, image, cfg: FitConfig):
     def loss(p, sigma):
         return -(image_log_lik(p, mask, image, sigma, cfg) + parse_log_prior(p, mask, cfg))
 
-    points = _optimise(loss, points, cfg.parse_steps, cfg.parse_lr, cfg)
+    points = _optimise(loss, points, cfg.parse_steps, cfg.parse_lr, cfg.blur_start, cfg)
     return (
         points,
         image_log_lik(points, mask, image, cfg.blur_sigma, cfg),
@@ -283,9 +293,11 @@ def refit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None)
 def fit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None):
     """Refit one parse's token to ``image`` (see :func:`refit_token`); returns the score
     ``f32 ()``, the refit trajectories ``f32 (S, P, 2)`` and the :class:`Token`. The initial
-    shift aligns the parse's centre of mass with the image's ink centre; with
-    ``cfg.refit_starts = 2`` a second fit starts from the scale that matches the parse's spread
-    to the ink's (per axis, within a factor of 2) and the better of the two is kept."""
+    shift aligns the parse's centre of mass with the image's ink centre. Further fits of the
+    same objective, the best of all kept: with ``cfg.wide_lr > 0`` one with step size
+    ``wide_lr`` from blur ``wide_blur`` (it reaches strokes and scales the plain fit's short
+    steps cannot, docs/results/bpl.md); with ``cfg.refit_starts = 2`` one started from the scale
+    that matches the parse's spread to the ink's (per axis, within a factor of 2)."""
     img = image.astype(jnp.float32)
     rows = jnp.arange(img.shape[0], dtype=jnp.float32)
     cols = jnp.arange(img.shape[1], dtype=jnp.float32)
@@ -327,19 +339,22 @@ def fit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None):
 
     steps = cfg.refit_steps if n_steps is None else n_steps
 
-    def fit_from(log_scale):
+    def fit_from(log_scale, lr=cfg.refit_lr, blur_start=cfg.refit_blur_start or cfg.blur_start):
         u = _optimise(
             lambda u, s: -objective(u, s),
             u0._replace(log_scale=log_scale),
             steps,
-            cfg.refit_lr,
+            lr,
+            blur_start,
             cfg,
+            cfg.refit_lr_end,
         )
         return objective(u, cfg.blur_sigma), u
 
-    if cfg.refit_starts == 1:  # static config: the hot path fits once, from scale 1
-        score, u = fit_from(jnp.zeros(2))
-    else:
+    fits = [fit_from(jnp.zeros(2))]  # static config: the hot path fits once, from scale 1
+    if cfg.wide_lr > 0:  # a far-reaching search as well: long steps from a wide blur
+        fits.append(fit_from(jnp.zeros(2), cfg.wide_lr, cfg.wide_blur))
+    if cfg.refit_starts == 2:
         ink_sd = jnp.sqrt(
             jnp.stack(
                 [
@@ -353,9 +368,13 @@ def fit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None):
             jnp.sum(w * (points - centre[None, None]) ** 2, (0, 1)) / jnp.maximum(jnp.sum(w), 1.0)
         )
         matched = jnp.clip(jnp.log((ink_sd + 1.0) / (parse_sd + 1.0)), -0.7, 0.7)
-        starts = jnp.stack([jnp.zeros(2), matched * _SCALE_PX])  # (2, 2) preconditioned
-        scores, us = jax.vmap(fit_from)(starts)
+        fits.append(fit_from(matched * _SCALE_PX))  # preconditioned
+    if len(fits) == 1:
+        score, u = fits[0]
+    else:  # the best fit: every fit maximises the same objective
+        scores = jnp.stack([s for s, _ in fits])
         best = jnp.argmax(scores)
-        score, u = scores[best], jax.tree.map(lambda x: x[best], us)
+        score = scores[best]
+        u = jax.tree.map(lambda *xs: jnp.stack(xs)[best], *[u for _, u in fits])
     tok = unpack(u)
     return score, token_points(points, mask, tok), tok
