@@ -50,9 +50,7 @@ class FitConfig:
     parse_lr: float = 0.3  # px per step
     refit_steps: int = 30  # Adam steps when refitting a parse's token to another image
     refit_lr: float = 0.6
-    refit_lr_end: float = 0.0  # > 0: the refit's step size decays (cosine) to this by the end
     blur_start: float = 6.0  # blur sigma (px) at the first step; geometric down to blur_sigma
-    refit_blur_start: float = 0.0  # the same for token refits (0: blur_start)
     blur_sigma: float = 2.0  # blur sigma (px) of the score
     epsilon: float = 0.02  # pixel-flip probability of the score
     n_samples: int = 48  # renderer arc-length samples per stroke
@@ -115,14 +113,9 @@ def parse_log_prior(points, mask, cfg: FitConfig) -> jax.Array:
     return smooth - cfg.stroke_cost * jnp.sum(jnp.any(mask, -1))
 
 
-def _optimise(
-    loss_fn, params, n_steps: int, lr: float, blur_start: float, cfg: FitConfig, lr_end=0.0
-):
+def _optimise(loss_fn, params, n_steps: int, lr: float, blur_start: float, cfg: FitConfig):
     """Minimise ``loss_fn(params, blur_sigma)`` with Adam for ``n_steps`` in ``lax.scan``; blur
-    goes geometrically from ``blur_start`` to ``cfg.blur_sigma``, the step size from ``lr`` to
-    ``lr_end`` (cosine; constant when ``lr_end`` is 0). Returns final params."""
-    if lr_end > 0:
-        lr = optax.cosine_decay_schedule(lr, max(n_steps - 1, 1), alpha=lr_end / lr)
+    goes geometrically from ``blur_start`` to ``cfg.blur_sigma``. Returns final params."""
     opt = optax.adam(lr)
     frac = jnp.linspace(0.0, 1.0, max(n_steps, 1))
     sigmas = blur_start * (cfg.blur_sigma / blur_start) ** frac
@@ -339,7 +332,7 @@ def fit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None):
 
     steps = cfg.refit_steps if n_steps is None else n_steps
 
-    def fit_from(log_scale, lr=cfg.refit_lr, blur_start=cfg.refit_blur_start or cfg.blur_start):
+    def fit_from(log_scale, lr=cfg.refit_lr, blur_start=cfg.blur_start):
         u = _optimise(
             lambda u, s: -objective(u, s),
             u0._replace(log_scale=log_scale),
@@ -347,7 +340,6 @@ def fit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None):
             lr,
             blur_start,
             cfg,
-            cfg.refit_lr_end,
         )
         return objective(u, cfg.blur_sigma), u
 
