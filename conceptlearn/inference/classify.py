@@ -65,13 +65,15 @@ class BPLConfig(FitConfig):
 # FULL scores every class both ways; QUICK prunes to 4 classes per query first (dev runs:
 # docs/results/bpl.md). Both use the same fit constants.
 FULL = BPLConfig(
-    max_candidates=6,
-    max_strokes=5,
+    max_candidates=10,
+    max_strokes=6,
     n_points=16,  # 10 cut long strokes into chords across the character (docs/results/bpl.md)
     n_parses=2,
     parse_steps=10,
     refit_steps=20,
     n_samples=24,
+    wide_lr=1.5,  # a second, far-reaching refit of every pair; the better fit is kept
+    wide_blur=12.0,
     prune_width=1000,
     prune_steps=6,
 )
