@@ -90,12 +90,12 @@ def two_way(
     back_weight=1.0,
     K=None,
     prefix="",
-    ink_balance=True,
+    ink_balance=False,
 ):
     """Scores ``(n_query, n_way)`` from saved terms ``t``: parse weights from
     ``ll + prior`` (``prior`` in standin / type / type_uniform / none); the evidence is the
     self-refit, plus log P(type) when ``evidence_prior``; the backward ratio is scaled by
-    ``ink(query) / ink(class)`` when ``ink_balance`` (as the contender does)."""
+    ``ink(query) / ink(class)`` when ``ink_balance`` (``BPLConfig.ink_balance``)."""
     g = {k[len(prefix) :]: v for k, v in t.items() if k.startswith(prefix)}
     K = K or g["fwd"].shape[-1]
     sl = slice(0, K)
@@ -115,7 +115,7 @@ def variants(t) -> dict[str, np.ndarray]:
     base = two_way(t)
     out = {
         "two-way, learned type prior weights (contender)": base,
-        "two-way, no ink balance": two_way(t, ink_balance=False),
+        "two-way, ink balance": two_way(t, ink_balance=True),
         "two-way, stand-in prior weights": two_way(t, prior="standin"),
         "two-way, uniform-primitive type prior weights": two_way(t, prior="type_uniform"),
         "two-way, learned type prior weights and evidence": two_way(
@@ -128,9 +128,7 @@ def variants(t) -> dict[str, np.ndarray]:
         "one-way only": two_way(t, back_weight=0.0),
         "two-way, K = 1": two_way(t, K=1),
         "two-way, backward term x 0.5": two_way(t, back_weight=0.5),
-        "two-way, no ink balance, backward term x 0.5": two_way(
-            t, back_weight=0.5, ink_balance=False
-        ),
+        "two-way, ink balance, backward term x 0.5": two_way(t, back_weight=0.5, ink_balance=True),
         "two-way, backward term x 2": two_way(t, back_weight=2.0),
         "pruning score alone": t["cheap"],
     }
