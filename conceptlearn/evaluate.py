@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import platform
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -148,6 +149,14 @@ _WORKER: dict[str, Any] = {}
 
 
 def _start_worker(setup: Callable[[], tuple[Contender, object]]) -> None:
+    parent = os.getppid()
+
+    def exit_with_parent() -> None:  # a killed harness must not leave its workers behind
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=exit_with_parent, daemon=True).start()
     _WORKER["contender"], _WORKER["source"] = setup()
 
 
