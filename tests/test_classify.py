@@ -102,7 +102,9 @@ def test_ink_balance_rescales_the_backward_ratio_by_query_over_class_ink(contend
     q = jnp.asarray(queries)
     q_parses = parse_images(q, contender.cfg, 0, contender._library)
     cfg = dataclasses.replace(contender.cfg, prune_width=1000)  # score every class
-    balanced = np.asarray(score_queries(state, q_parses, q, cfg))
+    balanced = np.asarray(
+        score_queries(state, q_parses, q, dataclasses.replace(cfg, ink_balance=True))
+    )
     plain = np.asarray(
         score_queries(state, q_parses, q, dataclasses.replace(cfg, ink_balance=False))
     )
