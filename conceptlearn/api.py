@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from conceptlearn.cache import enable_compilation_cache
 from conceptlearn.contenders import Contender, make_contender
 
 
@@ -33,6 +34,7 @@ def learn(images: np.ndarray, *, model: str = "bpl", seed: int = 0, **options: A
     """Learn concepts from ``images``: ``bool (n_concepts, k, H, W)``, or ``(k, H, W)`` for one
     concept from k examples (True = ink). ``options`` go to the contender's factory
     (``quick=True``, ``library=...``, ``checkpoint=...``, ``overrides={...}``)."""
+    enable_compilation_cache()
     support = np.asarray(images, dtype=bool)
     if support.ndim == 3:
         support = support[None]

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
-from collections.abc import Sequence
-from typing import Any
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -25,21 +22,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("conceptlearn.model.sample", "sample new characters and exemplars as a grid"),
     "parse": ("conceptlearn.inference.parse", "parse an image into strokes (overlay + JSON)"),
 }
-
-
-def parse_key_values(items: Sequence[str] | None) -> dict[str, Any]:
-    """``["lr=0.01", "blocks=\"all\""]`` (repeated ``--set KEY=VALUE`` flags) -> a dict; each
-    value is parsed as JSON when it can be, else kept as a string."""
-    parsed: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            parsed[key] = json.loads(value)
-        except json.JSONDecodeError:
-            parsed[key] = value
-    return parsed
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -60,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
+    importlib.import_module("conceptlearn.cache").enable_compilation_cache()
     module = importlib.import_module(COMMANDS[args.command][0])
     return int(module.run(args) or 0)
 

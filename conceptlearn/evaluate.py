@@ -10,6 +10,7 @@ processes) gives the same predictions as one process.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import multiprocessing
@@ -28,10 +29,10 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from conceptlearn.cli import parse_key_values
 from conceptlearn.contenders import Contender, make_contender
 from conceptlearn.datasets.episodes import Run, load_episode, load_runs, run_set_digest
 from conceptlearn.experiments.shifts import apply_shift, parse_shift
+from conceptlearn.overrides import parse_key_values
 
 RESULTS_VERSION = 1
 _PACKAGES = ("conceptlearn", "jax", "jaxlib", "flax", "optax", "numpyro", "numpy", "scipy")
@@ -112,22 +113,14 @@ def run_keys(seed: int, index: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     return fit_key, score_key, shift_key
 
 
-def evaluate_run(contender: Contender, run: Run, source, index: int, seed: int, shift) -> dict:
-    """Fit and score one run (the ``index``-th of its run set) -> its results entry."""
-    episode = load_episode(run, source)
-    fit_key, score_key, shift_key = run_keys(seed, index)
-    if shift is not None:
-        episode = episode._replace(queries=apply_shift(shift, episode.queries, shift_key))
-    start = time.perf_counter()
-    state = contender.fit(episode.support, key=fit_key)
-    scores = np.asarray(contender.scores(state, episode.queries, key=score_key))
-    seconds = time.perf_counter() - start
+def _entry(run: Run, scores: np.ndarray, labels: np.ndarray, seconds: float, name: str) -> dict:
+    """One run's results entry from its scores ``(n_query, n_way)``."""
     if scores.shape != (len(run.queries), run.n_way):
         raise ValueError(
-            f"{contender.name}: scores have shape {scores.shape}, expected {(len(run.queries), run.n_way)}"
+            f"{name}: scores have shape {scores.shape}, expected {(len(run.queries), run.n_way)}"
         )
     predictions = scores.argmax(axis=1)
-    n_errors = int((predictions != episode.labels).sum())
+    n_errors = int((predictions != labels).sum())
     return {
         "run": run.name,
         "n_test": len(run.queries),
@@ -135,12 +128,59 @@ def evaluate_run(contender: Contender, run: Run, source, index: int, seed: int, 
         "error_pct": 100.0 * n_errors / len(run.queries),
         "seconds": seconds,
         "predictions": [int(p) for p in predictions],
-        "labels": [int(label) for label in episode.labels],
+        "labels": [int(label) for label in labels],
         # how far each query's true class is behind the winner (0 when correct)
         "margins": [
-            round(float(s.max() - s[label]), 4)
-            for s, label in zip(scores, episode.labels, strict=True)
+            round(float(s.max() - s[label]), 4) for s, label in zip(scores, labels, strict=True)
         ],
+    }
+
+
+def evaluate_run(contender: Contender, run: Run, source, index: int, seed: int, shift) -> dict:
+    """Fit and score one run (the ``index``-th of its run set) -> its results entry."""
+    return evaluate_run_ks(contender, run, source, index, seed, shift, None)[None]
+
+
+def first_shots(run: Run, k: int) -> Run:
+    """``run`` with the first ``k`` support images of each class (paired run sets: ``dev-kK``
+    is ``dev-k10`` with its first K drawers)."""
+    return dataclasses.replace(run, support=tuple(shots[:k] for shots in run.support))
+
+
+def evaluate_run_ks(
+    contender: Contender, run: Run, source, index: int, seed: int, shift, ks
+) -> dict[int | None, dict]:
+    """Fit and score one run at each ``k`` of ``ks`` (its first k shots per class; None: the
+    run as it is) -> ``k -> results entry``. A contender with ``scores_for_ks`` scores every k
+    from one fit to all shots (its entries' ``seconds`` is the whole sweep's); others are fitted
+    once per k."""
+    episode = load_episode(run, source)
+    fit_key, score_key, shift_key = run_keys(seed, index)
+    if shift is not None:
+        episode = episode._replace(queries=apply_shift(shift, episode.queries, shift_key))
+    if ks is None:
+        start = time.perf_counter()
+        state = contender.fit(episode.support, key=fit_key)
+        scores = {None: np.asarray(contender.scores(state, episode.queries, key=score_key))}
+        seconds = {None: time.perf_counter() - start}
+        runs = {None: run}
+    elif hasattr(contender, "scores_for_ks"):
+        start = time.perf_counter()
+        state = contender.fit(episode.support[:, : max(ks)], key=fit_key)
+        scores = contender.scores_for_ks(state, episode.queries, ks, key=score_key)
+        seconds = dict.fromkeys(ks, time.perf_counter() - start)
+        runs = {k: first_shots(run, k) for k in ks}
+    else:
+        scores, seconds, runs = {}, {}, {}
+        for k in ks:
+            start = time.perf_counter()
+            state = contender.fit(episode.support[:, :k], key=fit_key)
+            scores[k] = np.asarray(contender.scores(state, episode.queries, key=score_key))
+            seconds[k] = time.perf_counter() - start
+            runs[k] = first_shots(run, k)
+    return {
+        k: _entry(runs[k], np.asarray(scores[k]), episode.labels, seconds[k], contender.name)
+        for k in scores
     }
 
 
@@ -160,8 +200,43 @@ def _start_worker(setup: Callable[[], tuple[Contender, object]]) -> None:
     _WORKER["contender"], _WORKER["source"] = setup()
 
 
-def _worker_run(run: Run, index: int, seed: int, shift) -> dict:
-    return evaluate_run(_WORKER["contender"], run, _WORKER["source"], index, seed, shift)
+def _worker_run(run: Run, index: int, seed: int, shift, ks) -> dict:
+    return evaluate_run_ks(_WORKER["contender"], run, _WORKER["source"], index, seed, shift, ks)
+
+
+def sweep_outputs(out: str | os.PathLike, ks: Sequence[int]) -> dict[int, Path]:
+    """The results file of each k of a sweep: ``out`` with ``{k}`` filled in, or with ``_kK``
+    before its suffix (``bpl.json`` -> ``bpl_k1.json``, ``bpl_k2.json``, ...)."""
+    out = str(out)
+    if "{k}" in out:
+        return {k: Path(out.replace("{k}", str(k))) for k in ks}
+    path = Path(out)
+    return {k: path.with_name(f"{path.stem}_k{k}{path.suffix or '.json'}") for k in ks}
+
+
+def sweep_spec(runs_spec: str, k: int) -> str:
+    """The run-set name of the first ``k`` shots of ``runs_spec`` (``dev`` -> ``dev-k2``)."""
+    base = str(runs_spec).split("-k")[0] if not Path(str(runs_spec)).is_dir() else None
+    return f"{base}-k{k}" if base else f"{runs_spec} (first {k} shots)"
+
+
+def _resume(out: Path, identity: dict) -> dict[str, dict]:
+    """The finished runs in ``out`` if it holds a partial evaluation with ``identity``."""
+    if not out.exists():
+        return {}
+    try:
+        previous = json.loads(out.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{out}: existing results file is not valid JSON ({err}); move it away"
+        ) from err
+    mismatched = [k for k, v in identity.items() if previous.get(k) != v]
+    if mismatched:
+        raise ValueError(
+            f"{out} holds results of a different evaluation (differs in {mismatched}); "
+            "choose another --out or delete it"
+        )
+    return {r["run"]: r for r in previous.get("runs", [])}
 
 
 def evaluate_contender(
@@ -176,12 +251,17 @@ def evaluate_contender(
     progress: bool = True,
     workers: int = 1,
     worker_setup: Callable[[], tuple[Contender, object]] | None = None,
+    ks: Sequence[int] | None = None,
 ) -> dict:
     """Run ``contender`` on every run, writing ``out`` after each; resume from ``out`` if it
     holds a partial evaluation of the same model, config, seed, run set and shift.
 
     ``shift``: an out-of-distribution shift spec (``conceptlearn.experiments.shifts``, e.g.
     ``"rotate=30"``) applied to every query image; the support images stay as they are.
+
+    ``ks``: a k-sweep. ``runs`` must have at least ``max(ks)`` shots per class; each k is
+    scored on the first k shots and written to its own file (:func:`sweep_outputs`), the same
+    file a separate evaluation of ``sweep_spec(runs_spec, k)`` writes. Returns ``k -> results``.
 
     ``workers > 1`` spreads the runs over that many fresh processes, each building its own
     contender and image source with ``worker_setup`` (a picklable callable returning
@@ -191,47 +271,45 @@ def evaluate_contender(
     """
     if workers > 1 and worker_setup is None:
         raise ValueError("workers > 1 needs worker_setup to build the contender in each process")
-    out = Path(out)
-    identity = _identity(contender, runs, runs_spec, seed, shift)
-    # JSON round trip so that tuples vs lists cannot make identical configs look different.
-    identity = json.loads(json.dumps(identity))
-    done: dict[str, dict] = {}
-    if out.exists():
-        try:
-            previous = json.loads(out.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(
-                f"{out}: existing results file is not valid JSON ({err}); move it away"
-            ) from err
-        mismatched = [k for k, v in identity.items() if previous.get(k) != v]
-        if mismatched:
-            raise ValueError(
-                f"{out} holds results of a different evaluation (differs in {mismatched}); "
-                "choose another --out or delete it"
-            )
-        done = {r["run"]: r for r in previous.get("runs", [])}
-
-    results = {
-        **identity,
-        "results_version": RESULTS_VERSION,
-        "device": device_description(),
-        "versions": versions(),
-    }
-    finished = dict(done)
+    if ks is not None:
+        ks = sorted(set(int(k) for k in ks))
+        shots = min(len(c) for r in runs for c in r.support)
+        if not ks or ks[0] < 1 or ks[-1] > shots:
+            raise ValueError(f"--ks must lie in 1..{shots} (the run set's shots), got {ks}")
+        outs = sweep_outputs(out, ks)
+        run_sets = {k: [first_shots(r, k) for r in runs] for k in ks}
+        specs = {k: sweep_spec(runs_spec, k) for k in ks}
+    else:
+        outs, run_sets, specs = {None: Path(out)}, {None: list(runs)}, {None: runs_spec}
+    results, finished = {}, {}
+    for k, path in outs.items():
+        # JSON round trip so that tuples vs lists cannot make identical configs look different.
+        identity = json.loads(
+            json.dumps(_identity(contender, run_sets[k], specs[k], seed, shift))
+        )
+        finished[k] = _resume(path, identity)
+        results[k] = {
+            **identity,
+            "results_version": RESULTS_VERSION,
+            "device": device_description(),
+            "versions": versions(),
+        }
+    done = [r.name for r in runs if all(r.name in f for f in finished.values())]
     bar = tqdm(
         total=len(runs), initial=len(done), desc=contender.name, unit="run", disable=not progress
     )
 
-    def record(entry: dict) -> None:
-        finished[entry["run"]] = entry
-        partial = _summarise(
-            {**results, "runs": [finished[r.name] for r in runs if r.name in finished]}
-        )
-        _write_atomic(out, partial)
+    def record(entries: dict) -> None:
+        for k, entry in entries.items():
+            finished[k][entry["run"]] = entry
+            partial = _summarise(
+                {**results[k], "runs": [finished[k][r.name] for r in runs if r.name in finished[k]]}
+            )
+            _write_atomic(outs[k], partial)
         bar.update(1)
         bar.set_postfix(error_pct=f"{partial['mean_error_pct']:.1f}")
 
-    todo = [(i, run) for i, run in enumerate(runs) if run.name not in finished]
+    todo = [(i, run) for i, run in enumerate(runs) if run.name not in done]
     if workers > 1 and todo:
         with ProcessPoolExecutor(
             max_workers=min(workers, len(todo)),
@@ -239,16 +317,18 @@ def evaluate_contender(
             initializer=_start_worker,
             initargs=(worker_setup,),
         ) as pool:
-            pending = [pool.submit(_worker_run, run, i, seed, shift) for i, run in todo]
+            pending = [pool.submit(_worker_run, run, i, seed, shift, ks) for i, run in todo]
             for done_run in as_completed(pending):
                 record(done_run.result())
     else:
         for i, run in todo:
-            record(evaluate_run(contender, run, source, i, seed, shift))
+            record(evaluate_run_ks(contender, run, source, i, seed, shift, ks))
     bar.close()
-    final = _summarise({**results, "runs": [finished[r.name] for r in runs]})
-    _write_atomic(out, final)
-    return final
+    final = {}
+    for k, path in outs.items():
+        final[k] = _summarise({**results[k], "runs": [finished[k][r.name] for r in runs]})
+        _write_atomic(path, final[k])
+    return final if ks is not None else final[None]
 
 
 # --------------------------------------------------------------------------- CLI
@@ -298,6 +378,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="processes to spread the runs over (same results as 1; each holds its own model)",
     )
+    parser.add_argument(
+        "--ks",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="K",
+        help="a k-sweep: score k = K ... shots per class from one pass over --runs's largest-k "
+        "set (e.g. --runs dev --ks 1 2 5 10); one results file per k (--out with _kK)",
+    )
+    parser.add_argument(
+        "--parse-cache",
+        default=None,
+        metavar="DIR",
+        help="bpl: content-addressed parse cache folder, shared by reruns and processes",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -313,7 +408,10 @@ def run(args: argparse.Namespace) -> int:
         parse_shift(args.shift)  # fail before any work on a bad spec
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    runs, source = load_runs(args.runs, args.data)
+    spec = args.runs
+    if args.ks is not None and not Path(str(spec)).is_dir():
+        spec = sweep_spec(spec, max(args.ks))  # the sweep reads the largest-k run set
+    runs, source = load_runs(spec, args.data)
     if args.limit is not None:
         runs = runs[: args.limit]
     options = dict(
@@ -322,9 +420,10 @@ def run(args: argparse.Namespace) -> int:
         library=args.library,
         quick=args.quick,
         overrides=parse_key_values(args.overrides) or None,
+        parse_cache=args.parse_cache,
     )
     contender = make_contender(args.model, **options)
-    setup = functools.partial(_setup_from_args, args.model, options, args.runs, args.data)
+    setup = functools.partial(_setup_from_args, args.model, options, spec, args.data)
     results = evaluate_contender(
         contender,
         runs,
@@ -336,11 +435,13 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         workers=args.workers,
         worker_setup=setup,
+        ks=args.ks,
     )
-    lo, hi = results["ci95_pct"]
     shifted = f" (queries shifted: {args.shift})" if args.shift else ""
-    print(
-        f"{results['model']} on {args.runs}{shifted}: {results['mean_error_pct']:.2f}% error "
-        f"(95% CI {lo:.2f}-{hi:.2f}) over {len(results['runs'])} runs, {results['seconds_total']:.1f} s"
-    )
+    for res in results.values() if args.ks is not None else [results]:
+        lo, hi = res["ci95_pct"]
+        print(
+            f"{res['model']} on {res['runs_spec']}{shifted}: {res['mean_error_pct']:.2f}% error "
+            f"(95% CI {lo:.2f}-{hi:.2f}) over {len(res['runs'])} runs, {res['seconds_total']:.1f} s"
+        )
     return 0

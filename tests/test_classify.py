@@ -13,7 +13,7 @@ from scipy import ndimage
 from skimage.draw import line
 
 from conceptlearn.contenders import make_contender
-from conceptlearn.inference.classify import ink, parse_images, score_queries
+from conceptlearn.inference.classify import pair_terms, score_pairs
 from conceptlearn.inference.fit import TRACE_COUNT
 from conceptlearn.model.library import save_library, toy_library
 
@@ -27,6 +27,8 @@ TINY = {
     "prune_steps": 2,
     "prune_width": 2,
     "n_samples": 16,
+    "refit_coarse_steps": 4,
+    "parse_coarse_steps": 2,
 }
 
 
@@ -96,22 +98,36 @@ def test_scores_finite_on_odd_queries(contender):
     assert np.all(np.isfinite(s)) and np.all(s.argmax(1) == 0)
 
 
-def test_ink_balance_rescales_the_backward_ratio_by_query_over_class_ink(contender):
-    support, queries, _ = _episode((3, -2))
+def test_k_sweep_gives_the_predictions_of_separate_evaluations(contender):
+    """One sweep over k = 1, 2 scores each k exactly as a contender fitted to those shots."""
+    support = np.stack([np.stack([_draw(s), _draw(s, (2, 3))]) for s in SHAPES])
+    queries = np.stack([_draw(SHAPES[i], (-3, 1)) for i in (1, 2, 0)])
     state = contender.fit(support, key=jax.random.key(0))
-    q = jnp.asarray(queries)
-    q_parses = parse_images(q, contender.cfg, 0, contender._library)
-    cfg = dataclasses.replace(contender.cfg, prune_width=1000)  # score every class
-    balanced = np.asarray(
-        score_queries(state, q_parses, q, dataclasses.replace(cfg, ink_balance=True))
-    )
-    plain = np.asarray(
-        score_queries(state, q_parses, q, dataclasses.replace(cfg, ink_balance=False))
-    )
-    one_way = np.asarray(score_queries(state, q_parses, q, dataclasses.replace(cfg, two_way=False)))
-    ratio = np.asarray(ink(q))[:, None] / np.asarray(ink(jnp.asarray(support[:, 0])))[None]
-    assert not np.allclose(ratio, 1.0, atol=0.05)  # the three shapes differ in ink
-    np.testing.assert_allclose(balanced, one_way + ratio * (plain - one_way), rtol=1e-5)
+    sweep = contender.scores_for_ks(state, queries, [1, 2], key=jax.random.key(1))
+    for k in (1, 2):
+        alone = contender.fit(support[:, :k], key=jax.random.key(0))
+        separate = contender.scores(alone, queries, key=jax.random.key(1))
+        np.testing.assert_allclose(sweep[k], separate, rtol=1e-5, atol=1e-3)
+        np.testing.assert_array_equal(sweep[k].argmax(1), separate.argmax(1))
+    with pytest.raises(ValueError, match="ks must lie"):
+        contender.scores_for_ks(state, queries, [3])
+
+
+def test_pair_terms_are_one_pair_function_batched(contender):
+    """score_pairs over a chunked, padded batch equals pair_terms called on each pair alone."""
+    support, queries, _ = _episode((3, -2))
+    parses = contender.parse(support[:, 0])
+    q_parses = contender.parse(queries)
+    cfg = dataclasses.replace(contender.cfg, pair_chunk=2)  # 3 pairs: two chunks, one padded
+    c_idx, q_idx = np.array([0, 2, 1]), np.array([1, 1, 0])
+    batched = score_pairs(parses, support[:, 0], q_parses, queries, c_idx, q_idx, cfg,
+                          n_steps=cfg.refit_steps, n_coarse=cfg.refit_coarse_steps)
+    for m, (c, q) in enumerate(zip(c_idx, q_idx, strict=True)):
+        one = pair_terms(jax.tree.map(lambda x, c=c: x[c], parses), jnp.asarray(support[c, 0]),
+                         jax.tree.map(lambda x, q=q: x[q], q_parses), jnp.asarray(queries[q]),
+                         cfg, cfg.refit_steps, cfg.refit_coarse_steps)
+        np.testing.assert_allclose(batched.forward[m], one.forward, rtol=1e-4, atol=1e-2)
+        np.testing.assert_allclose(batched.backward[m], one.backward, rtol=1e-4, atol=1e-2)
 
 
 def test_config_and_bad_input(contender):
@@ -123,7 +139,6 @@ def test_config_and_bad_input(contender):
         contender.fit(np.zeros((3, 105, 105), bool))
 
 
-@pytest.mark.slow
 def test_two_shot_episode(contender):
     """k = 2: every shot is parsed; the class score is the log-mean-exp over shots."""
     support = np.stack([np.stack([_draw(s), _draw(s, (2, 3))]) for s in SHAPES])

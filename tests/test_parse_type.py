@@ -1,4 +1,4 @@
-"""log P(type) of parses (conceptlearn.inference.parse_type) against the numpy reference path."""
+"""log P(type) of parses (conceptlearn.model.type_prior) against the numpy reference path."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from conceptlearn.inference.parse_type import (
-    parse_type_log_prob,
-    relation_log_prob,
-    uniform_primitives,
-)
 from conceptlearn.model.library import ALONG, END_OF, START_OF, toy_library
 from conceptlearn.model.splines import bspline_basis, fit_spline
-from conceptlearn.model.type_prior import type_from_splines, type_marginal_log_prob
+from conceptlearn.model.type_prior import (
+    parse_type_log_prob,
+    relation_log_prob,
+    type_from_splines,
+    type_marginal_log_prob,
+    uniform_primitives,
+)
 
 LIB = toy_library(n_primitives=6, seed=3)
 

@@ -46,7 +46,7 @@ from conceptlearn.baselines.vit import (
     unflatten_like,
     write_npz,
 )
-from conceptlearn.cli import parse_key_values
+from conceptlearn.overrides import parse_key_values
 
 BACKGROUNDS = {"small1": "small1", "full": "background"}
 

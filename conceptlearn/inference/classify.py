@@ -1,35 +1,32 @@
-"""One-shot classification by analysis by synthesis: the ``bpl`` contender (DESIGN.md §5).
+"""One-shot (and k-shot) classification by analysis by synthesis: the ``bpl`` contender.
 
 For a query image ``I_T`` and a class image ``I_C`` the score is BPL's two-way score
+(DESIGN.md §5)
 
     log P(I_T | I_C) + log P(I_C | I_T) - log P(I_C),
 
 with ``log P(I_T | I_C) = logsumexp_k [log w_k + max_theta log P(I_T | theta) P(theta | parse_k)]``
-over the ``K`` best parses of ``I_C`` (:func:`conceptlearn.inference.fit.parse_image`), ``theta``
-the token variables refit to ``I_T`` (:func:`conceptlearn.inference.fit.refit_token`). The
-evidence ``log P(I_C)`` is estimated with the same refit, of ``I_C``'s own parses to ``I_C``
-(``logsumexp_k [log w_k + refit(parse_k -> I_C)]``), so that the second and third terms form a
-calibrated ratio: how much worse ``I_T``'s programs explain ``I_C`` than ``I_C``'s own do.
+over the ``K`` best parses of ``I_C`` (:func:`conceptlearn.inference.fit.parse_images`), ``theta``
+the token variables refit to ``I_T`` (:func:`conceptlearn.inference.fit.fit_token`). The
+evidence ``log P(I_C)`` is estimated with the same refit, of ``I_C``'s own parses to ``I_C``, so
+that the second and third terms form a calibrated ratio: how much worse ``I_T``'s programs
+explain ``I_C`` than ``I_C``'s own do.
 
-Ink balance (``BPLConfig.ink_balance``, off in both presets: neutral on the dev runs): the two directions count different
-pixels. The forward term scores the ink of ``I_T``, the backward ratio the ink of ``I_C``, and
-both grow in magnitude with the ink they explain, so a class image with less ink than the query
-casts a smaller backward penalty and sparse classes are favoured (on the 40 dev runs, 71% of the
-errors picked a class with less ink than the true one's). The backward ratio is therefore
-rescaled to the query's ink, ``ink(I_T) / ink(I_C)`` (ink = pixels on), so that both directions
-weigh the same number of ink pixels; for one shot this ranks classes as the sum of the two
-log-ratios per ink pixel of the image each explains.
+Everything is built on one single-pair function, :func:`pair_terms` (class image, query image
+and their parses -> the refit scores both ways), vmapped over fixed-size chunks of pairs
+(:func:`score_pairs`; the chunk axis is sharded over all local devices). Stages (every knob in
+:class:`~conceptlearn.inference.config.BPLConfig`):
 
-Stages (every knob in :class:`BPLConfig`):
-
-1. parse every support and query image (proposals -> refinement -> K best);
-2. prune: refit each class's best parse to every query, and each query's best parse to every
-   class image, with ``prune_steps`` steps (two batched calls), and keep the ``prune_width``
-   classes per query with the best cheap two-way score;
-3. score the kept pairs both ways with ``refit_steps`` steps (two batched calls).
+1. parse every support and query image of the episode (one batched call; cached on disk by
+   image content and config when the contender has a parse cache);
+2. prune (``prune_width < n_way``): the best parse of each pair, refit both ways with
+   ``prune_steps`` steps at half resolution, keeps the ``prune_width`` best classes per query;
+3. score the kept pairs both ways with ``refit_steps`` steps.
 
 For ``k > 1`` support images per class, each shot is scored as a class image of its own and the
-class score is the log-mean-exp over its shots (a mixture over the shots' parses).
+class score is the log-mean-exp over its shots (a mixture over the shots' parses). Pair terms
+do not depend on k, so :func:`score_queries` derives every k of a sweep from one set of pairs
+(runs at k = 1, 2, 5, 10 share their drawers in order).
 
 Images that are not 105 x 105 are resized to 105 x 105 (bilinear) and thresholded at 0.25.
 """
@@ -38,46 +35,131 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from conceptlearn.inference.fit import TRACE_COUNT, FitConfig, Parse, parse_image, refit_token
+from conceptlearn.inference.config import FULL, PARSE_FIELDS, QUICK, BPLConfig, preset
+from conceptlearn.inference.fit import COARSE, TRACE_COUNT, Parse, parse_images, refit_token
 from conceptlearn.model.render import IMAGE_SIZE
 
+__all__ = ["FULL", "QUICK", "BPLConfig", "BPLContender", "PairTerms", "pair_terms", "score_pairs"]
 
-@dataclass(frozen=True)
-class BPLConfig(FitConfig):
-    """Every knob of the ``bpl`` contender: the fit constants (:class:`FitConfig`) plus these."""
-
-    prune_width: int = 1000  # classes per query kept for the two-way refits (>= n_way: all)
-    prune_steps: int = 8  # refit steps of the cheap pruning score
-    prune_two_way: bool = True  # prune on the two-way score of the best parses (else one-way)
-    two_way: bool = True  # False: one-way score log P(I_T | I_C) only
-    type_prior: bool = True  # weigh parses by log P(type) under --library (else stand-in prior)
-    ink_balance: bool = False  # rescale the backward ratio by ink(I_T) / ink(I_C) (docstring)
+PARSE_CACHE_VERSION = 1  # bump when a parse of the same image and config would change
 
 
-# FULL scores every class both ways; QUICK prunes to 4 classes per query first (dev runs:
-# docs/results/bpl.md). Both use the same fit constants.
-FULL = BPLConfig(
-    max_candidates=10,
-    max_strokes=6,
-    n_points=16,  # 10 cut long strokes into chords across the character (docs/results/bpl.md)
-    n_parses=2,
-    parse_steps=10,
-    refit_steps=20,
-    n_samples=24,
-    wide_lr=1.5,  # a second, far-reaching refit of every pair; the better fit is kept
-    wide_blur=12.0,
-    prune_width=1000,
-    prune_steps=6,
+class PairTerms(NamedTuple):
+    """Refit scores of one (class image, query image) pair: ``forward f32 (K,)``, every parse
+    of the class image refit to the query; ``backward f32 (K,)``, every parse of the query
+    refit to the class image (zeros when not two-way)."""
+
+    forward: jax.Array
+    backward: jax.Array
+
+
+def pair_terms(
+    class_parse: Parse,
+    class_image,
+    query_parse: Parse,
+    query_image,
+    cfg: BPLConfig,
+    n_steps: int,
+    n_coarse: int,
+    score_level: int = 1,
+    two_way: bool = True,
+) -> PairTerms:
+    """The score terms of one pair: parses with leading axis ``K``, images ``bool (105, 105)``.
+    Refits take ``n_steps`` steps, ``n_coarse`` of them at half resolution, and are scored at
+    ``score_level``."""
+
+    def refits(parse: Parse, image):
+        return jax.vmap(
+            lambda p, m: refit_token(p, m, image, cfg, n_steps, n_coarse=n_coarse,
+                                     score_level=score_level)
+        )(parse.points, parse.mask)
+
+    forward = refits(class_parse, query_image)
+    backward = refits(query_parse, class_image) if two_way else jnp.zeros_like(forward)
+    return PairTerms(forward, backward)
+
+
+def two_way_score(terms: PairTerms, class_log_weight, query_log_weight, class_log_evidence,
+                  two_way: bool = True) -> jax.Array:
+    """``log P(I_T | I_C) [+ log P(I_C | I_T) - log P(I_C)]`` from :class:`PairTerms` with any
+    leading shape ``L`` (terms ``(*L, K)``, weights ``(*L, K)``, evidence ``(*L,)``) -> ``(*L,)``."""
+    forward = logsumexp(class_log_weight + terms.forward, axis=-1)
+    if not two_way:
+        return forward
+    return forward + logsumexp(query_log_weight + terms.backward, axis=-1) - class_log_evidence
+
+
+def _mesh() -> Mesh | None:
+    devices = jax.local_devices()
+    return Mesh(np.asarray(devices), ("pairs",)) if len(devices) > 1 else None
+
+
+@functools.partial(
+    jax.jit, static_argnames=("cfg", "n_steps", "n_coarse", "score_level", "two_way")
 )
-QUICK = dataclasses.replace(FULL, prune_width=4)
+def _chunk_terms(c_parse, c_images, q_parse, q_images, cfg, n_steps, n_coarse, score_level,
+                 two_way) -> PairTerms:
+    TRACE_COUNT["pair_terms"] += 1
+    return jax.vmap(
+        lambda cp, ci, qp, qi: pair_terms(cp, ci, qp, qi, cfg, n_steps, n_coarse, score_level,
+                                          two_way)
+    )(c_parse, c_images, q_parse, q_images)
+
+
+def score_pairs(
+    c_parses: Parse,
+    c_images,
+    q_parses: Parse,
+    q_images,
+    c_index: np.ndarray,
+    q_index: np.ndarray,
+    cfg: BPLConfig,
+    *,
+    n_steps: int,
+    n_coarse: int,
+    score_level: int = 1,
+    two_way: bool = True,
+) -> PairTerms:
+    """:func:`pair_terms` of the pairs ``(c_index[m], q_index[m])``: class parses and images
+    with leading axis ``N_c``, query parses and images with leading axis ``N_q``, index arrays
+    ``int (M,)`` -> :class:`PairTerms` of ``f32 (M, K)``. Pairs run in chunks of
+    ``cfg.pair_chunk`` (one compiled shape), each chunk sharded over the local devices."""
+    c_index, q_index = np.asarray(c_index, np.int32), np.asarray(q_index, np.int32)
+    m = len(c_index)
+    k = c_parses.mask.shape[1]
+    if m == 0:
+        return PairTerms(np.zeros((0, k), np.float32), np.zeros((0, k), np.float32))
+    mesh = _mesh()
+    n_dev = 1 if mesh is None else mesh.size
+    chunk = -(-min(cfg.pair_chunk, m) // n_dev) * n_dev
+    total = -(-m // chunk) * chunk
+    c_index = np.concatenate([c_index, np.full(total - m, c_index[0], np.int32)])
+    q_index = np.concatenate([q_index, np.full(total - m, q_index[0], np.int32)])
+    c_images, q_images = jnp.asarray(c_images), jnp.asarray(q_images)
+    sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("pairs"))
+    out = []
+    for start in range(0, total, chunk):
+        ci, qi = c_index[start : start + chunk], q_index[start : start + chunk]
+        args = (
+            jax.tree.map(lambda x, i=ci: x[i], c_parses),
+            c_images[ci],
+            jax.tree.map(lambda x, i=qi: x[i], q_parses),
+            q_images[qi],
+        )
+        if sharding is not None:
+            args = jax.device_put(args, sharding)
+        out.append(_chunk_terms(*args, cfg, n_steps, n_coarse, score_level, two_way))
+    terms = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs])[:m], *out)
+    return PairTerms(*terms)
 
 
 def as_image(image: np.ndarray) -> np.ndarray:
@@ -93,31 +175,6 @@ def as_image(image: np.ndarray) -> np.ndarray:
     return grey > 0.25
 
 
-def parse_images(images: np.ndarray, cfg: FitConfig, seed: int, library=None) -> Parse:
-    """Parse ``images bool (n, H, W)`` -> :class:`Parse` with a leading axis ``n`` (parses
-    weighted by the type prior of ``library``, or the stand-in prior when None)."""
-    parses = [
-        parse_image(as_image(im), cfg, seed=seed + i, library=library)
-        for i, im in enumerate(images)
-    ]
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *parses)
-
-
-@functools.partial(jax.jit, static_argnames=("cfg", "n_steps"))
-def refit_batch(points, mask, images, cfg: FitConfig, n_steps: int) -> jax.Array:
-    """Refit many parses to many images, paired along any common leading shape ``L``:
-    ``points f32 (*L, S, P, 2)``, ``mask bool (*L, S, P)``, ``images bool (*L, 105, 105)``
-    -> ``f32 (*L,)`` refit scores (one flat vmap inside)."""
-    TRACE_COUNT["refit_batch"] += 1
-    lead, (n_strokes, n_points) = mask.shape[:-2], mask.shape[-2:]
-    flat = jax.vmap(lambda p, m, im: refit_token(p, m, im, cfg, n_steps))(
-        points.reshape(-1, n_strokes, n_points, 2),
-        mask.reshape(-1, n_strokes, n_points),
-        images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE),
-    )
-    return flat.reshape(lead)
-
-
 class State(NamedTuple):
     """What ``fit`` learns from the support set: the parses of every support image (leading axes
     ``(n_way, k)``), the images themselves (``bool (n_way, k, 105, 105)``) and their log
@@ -128,35 +185,152 @@ class State(NamedTuple):
     log_evidence: jax.Array
 
 
-def log_evidence(parses: Parse, images, cfg: FitConfig) -> jax.Array:
+def _flat(tree, n: int):
+    return jax.tree.map(lambda x: x.reshape(n, *x.shape[2:]), tree)
+
+
+def self_scores(parses: Parse, images, cfg: BPLConfig, n_steps: int, n_coarse: int,
+                score_level: int = 1) -> np.ndarray:
+    """Each image's parses refit to the image itself: parses with leading axis ``n``, ``images
+    bool (n, 105, 105)`` -> forward terms ``f32 (n, K)``."""
+    idx = np.arange(images.shape[0])
+    return score_pairs(parses, images, parses, images, idx, idx, cfg, n_steps=n_steps,
+                       n_coarse=n_coarse, score_level=score_level, two_way=False).forward
+
+
+def log_evidence(parses: Parse, images, cfg: BPLConfig) -> np.ndarray:
     """``log P(I) ~ logsumexp_k [log w_k + refit(parse_k -> I)]`` for parses with leading axes
     ``(n, K)`` of ``images bool (n, 105, 105)`` -> ``f32 (n,)``."""
-    n, K = parses.mask.shape[:2]
-    ims = jnp.broadcast_to(images[:, None], (n, K, IMAGE_SIZE, IMAGE_SIZE))
-    own = refit_batch(parses.points, parses.mask, ims, cfg, cfg.refit_steps)  # (n, K)
-    return logsumexp(parses.log_weight + own, axis=-1)
+    own = self_scores(parses, images, cfg, cfg.refit_steps, cfg.refit_coarse_steps)
+    return np.asarray(logsumexp(parses.log_weight + own, axis=-1))
+
+
+def _log_mean_exp_over_shots(per_shot, k: int) -> np.ndarray:
+    """``(n_query, n_way, k_max)`` -> ``(n_query, n_way)`` over the first ``k`` shots."""
+    return np.asarray(logsumexp(jnp.asarray(per_shot[..., :k]), axis=-1) - np.log(k))
+
+
+def prune_scores(state: State, q_parses: Parse, q_images, cfg: BPLConfig) -> np.ndarray:
+    """The cheap score ``f32 (n_query, n_way, k)`` of every (query, shot) pair: the best parse
+    each way, ``cfg.prune_steps`` refit steps at half resolution and scored there, the backward
+    term less the shot's own best parse refit the same way."""
+    n_way, k = state.images.shape[:2]
+    n_query = q_images.shape[0]
+    best = jax.tree.map(lambda x: x[:, :, :1], state.parses)  # the best parse of each shot
+    c_parses = _flat(best, n_way * k)
+    c_images = state.images.reshape(n_way * k, IMAGE_SIZE, IMAGE_SIZE)
+    q_best = jax.tree.map(lambda x: x[:, :1], q_parses)
+    steps = dict(n_steps=cfg.prune_steps, n_coarse=cfg.prune_steps, score_level=COARSE)
+    q_idx, c_idx = np.divmod(np.arange(n_query * n_way * k), n_way * k)
+    terms = score_pairs(c_parses, c_images, q_best, q_images, c_idx, q_idx, cfg,
+                        two_way=cfg.two_way, **steps)
+    cheap = terms.forward[:, 0]
+    if cfg.two_way:
+        own = self_scores(c_parses, c_images, cfg, **steps)[:, 0]
+        cheap = cheap + terms.backward[:, 0] - own[c_idx]
+    return cheap.reshape(n_query, n_way, k)
+
+
+def score_queries(
+    state: State, q_parses: Parse, q_images, cfg: BPLConfig, ks: Sequence[int] | None = None
+):
+    """Two-way scores ``f32 (n_query, n_way)`` of parsed queries against a fitted support set;
+    with ``ks``, a dict ``k -> f32 (n_query, n_way)`` that scores each ``k`` on the first ``k``
+    shots of every class, exactly as a separate call on those shots would, from one set of
+    pair terms.
+
+    ``q_parses``: :class:`Parse` with leading axis ``n_query``; ``q_images bool (n_query, 105,
+    105)``. Pruned-away classes get finite scores below every kept class, ordered by the
+    pruning score.
+    """
+    n_way, k_max = state.images.shape[:2]
+    sweep = [k_max] if ks is None else sorted(set(ks))
+    if sweep[0] < 1 or sweep[-1] > k_max:
+        raise ValueError(f"ks must lie in 1..{k_max} (the support's shots), got {list(ks)}")
+    n_query = q_images.shape[0]
+    width = min(cfg.prune_width, n_way)
+    cheap_shots = prune_scores(state, q_parses, q_images, cfg) if width < n_way else None
+
+    needed = np.zeros((n_query, n_way, k_max), bool)
+    plans = {}
+    for k in sweep:
+        if cheap_shots is None:
+            cheap = np.zeros((n_query, n_way), np.float32)
+        else:
+            cheap = _log_mean_exp_over_shots(cheap_shots, k)
+        kept = np.argsort(-cheap, axis=1, kind="stable")[:, :width]  # (n_query, width)
+        needed[np.arange(n_query)[:, None], kept, :k] = True
+        plans[k] = (cheap, kept)
+
+    q_idx, c_idx, s_idx = np.nonzero(needed)
+    shot = c_idx * k_max + s_idx
+    c_parses = _flat(state.parses, n_way * k_max)
+    terms = score_pairs(
+        c_parses, state.images.reshape(n_way * k_max, IMAGE_SIZE, IMAGE_SIZE), q_parses,
+        q_images, shot, q_idx, cfg, n_steps=cfg.refit_steps, n_coarse=cfg.refit_coarse_steps,
+        two_way=cfg.two_way,
+    )
+    per_pair = np.asarray(two_way_score(
+        terms, c_parses.log_weight[shot], q_parses.log_weight[q_idx],
+        state.log_evidence.reshape(-1)[shot], cfg.two_way,
+    ))
+    per_shot = np.full((n_query, n_way, k_max), -np.inf, np.float32)
+    per_shot[q_idx, c_idx, s_idx] = per_pair
+
+    out = {}
+    for k in sweep:
+        cheap, kept = plans[k]
+        full = np.take_along_axis(_log_mean_exp_over_shots(per_shot, k), kept, axis=1)
+        # pruned classes: below the worst kept score, in the order of the cheap score
+        floor = full.min(axis=1, keepdims=True) - 1.0
+        scores = floor - 1e-3 * (cheap.max(axis=1, keepdims=True) - cheap)
+        np.put_along_axis(scores, kept, full, axis=1)
+        out[k] = scores.astype(np.float32)
+    return out[k_max] if ks is None else out
 
 
 class BPLContender:
-    """The ``bpl`` contender (see the module docstring)."""
+    """The ``bpl`` contender (see the module docstring). ``parse_cache``: a folder for the
+    content-addressed parse cache (None: no cache)."""
 
     name = "bpl"
 
-    def __init__(self, cfg: BPLConfig, seed: int = 0, library: str | None = None):
+    def __init__(self, cfg: BPLConfig, seed: int = 0, library: str | None = None,
+                 parse_cache: str | None = None):
         self.cfg = cfg
         self.seed = seed
         self.library = library
         self.config = {**dataclasses.asdict(cfg), "library": library}
         self._library = None
+        self._library_digest = None
         if library is not None and cfg.type_prior:
             from conceptlearn.model.library import load_library
 
             self._library = load_library(library)
+            self._library_digest = [np.asarray(x) for x in self._library]
+        self._store = None
+        if parse_cache is not None:
+            from conceptlearn.cache import ArrayStore
 
-    def _seed(self, key) -> int:
-        if key is None:
-            return self.seed
-        return int(jax.random.randint(key, (), 0, 2**30))
+            self._store = ArrayStore(parse_cache)
+
+    def parse(self, images: np.ndarray) -> Parse:
+        """The parses of ``images bool (n, 105, 105)`` (leading axis ``n``), from the parse
+        cache where it has them; the rest are parsed in one batch and stored."""
+        images = np.asarray(images, bool)
+        if self._store is None:
+            return parse_images(images, self.cfg, self.seed, self._library)
+        fields = {f: getattr(self.cfg, f) for f in PARSE_FIELDS}
+        context = self._store.key(PARSE_CACHE_VERSION, fields, self.seed, self._library_digest)
+        keys = [self._store.key(context, im) for im in images]
+        found = [self._store.get(key) for key in keys]
+        missing = [i for i, f in enumerate(found) if f is None]
+        if missing:
+            fresh = parse_images(images[missing], self.cfg, self.seed, self._library)
+            for j, i in enumerate(missing):
+                found[i] = {f: np.asarray(getattr(fresh, f)[j]) for f in Parse._fields}
+                self._store.put(keys[i], found[i])
+        return Parse(*(jnp.asarray(np.stack([f[name] for f in found])) for name in Parse._fields))
 
     def fit(self, support: np.ndarray, *, key: Any = None) -> State:
         support = np.asarray(support)
@@ -164,104 +338,31 @@ class BPLContender:
             raise ValueError(f"support must be (n_way, k, H, W), got shape {support.shape}")
         n_way, k = support.shape[:2]
         flat = np.stack([as_image(im) for im in support.reshape(n_way * k, *support.shape[2:])])
-        parses = parse_images(flat, self.cfg, self._seed(key), self._library)
+        parses = self.parse(flat)
         if self.cfg.two_way:
-            evidence = log_evidence(parses, jnp.asarray(flat), self.cfg).reshape(n_way, k)
+            evidence = log_evidence(parses, flat, self.cfg).reshape(n_way, k)
         else:
-            evidence = jnp.zeros((n_way, k))
+            evidence = np.zeros((n_way, k), np.float32)
         parses = jax.tree.map(lambda x: x.reshape(n_way, k, *x.shape[1:]), parses)
         images = jnp.asarray(flat.reshape(n_way, k, IMAGE_SIZE, IMAGE_SIZE))
-        return State(parses, images, evidence)
+        return State(parses, images, jnp.asarray(evidence))
 
-    def scores(self, state: State, queries: np.ndarray, *, key: Any = None) -> np.ndarray:
+    def _queries(self, queries: np.ndarray):
         queries = np.asarray(queries)
         if queries.ndim != 3:
             raise ValueError(f"queries must be (n_query, H, W), got shape {queries.shape}")
-        q_images = jnp.asarray(np.stack([as_image(im) for im in queries]))
-        q_parses = parse_images(q_images, self.cfg, self._seed(key), self._library)
-        return np.asarray(score_queries(state, q_parses, q_images, self.cfg))
+        q_images = np.stack([as_image(im) for im in queries])
+        return self.parse(q_images), jnp.asarray(q_images)
 
+    def scores(self, state: State, queries: np.ndarray, *, key: Any = None) -> np.ndarray:
+        return score_queries(state, *self._queries(queries), self.cfg)
 
-def ink(images) -> jax.Array:
-    """Pixels on (at least 1) of ``images bool (*L, H, W)`` -> ``f32 (*L,)``."""
-    return jnp.maximum(jnp.sum(images, (-2, -1)), 1).astype(jnp.float32)
-
-
-def prune_scores(state: State, q_parses: Parse, q_images, cfg: BPLConfig) -> jax.Array:
-    """The cheap score ``f32 (n_query, n_way)``: the best parse of every shot refit to every
-    query with ``cfg.prune_steps`` steps, plus (``prune_two_way``) the best parse of every query
-    refit to every shot minus the shot's evidence (ink-balanced when ``cfg.ink_balance``);
-    log-mean-exp over shots."""
-    c = state.parses
-    n_way, k = c.log_post.shape[:2]
-    n_query = q_images.shape[0]
-    S, P = c.mask.shape[-2:]
-    lead = (n_query, n_way, k)
-    pts = jnp.broadcast_to(c.points[None, :, :, 0], (*lead, S, P, 2))
-    msk = jnp.broadcast_to(c.mask[None, :, :, 0], (*lead, S, P))
-    ims = jnp.broadcast_to(q_images[:, None, None], (*lead, IMAGE_SIZE, IMAGE_SIZE))
-    cheap = refit_batch(pts, msk, ims, cfg, cfg.prune_steps)  # (n_query, n_way, k)
-    if cfg.prune_two_way and cfg.two_way:
-        qp = jnp.broadcast_to(q_parses.points[:, None, None, 0], (*lead, S, P, 2))
-        qm = jnp.broadcast_to(q_parses.mask[:, None, None, 0], (*lead, S, P))
-        c_ims = jnp.broadcast_to(state.images[None], (*lead, IMAGE_SIZE, IMAGE_SIZE))
-        back = refit_batch(qp, qm, c_ims, cfg, cfg.prune_steps) - state.log_evidence[None]
-        if cfg.ink_balance:
-            back = back * ink(q_images)[:, None, None] / ink(state.images)[None]
-        cheap = cheap + back
-    return logsumexp(cheap, axis=-1) - jnp.log(k)
-
-
-def score_queries(state: State, q_parses: Parse, q_images, cfg: BPLConfig) -> jax.Array:
-    """Two-way scores ``f32 (n_query, n_way)`` of parsed queries against a fitted support set.
-
-    ``q_parses``: :class:`Parse` with leading axis ``n_query``; ``q_images bool (n_query, 105, 105)``.
-    Pruned-away classes get finite scores below every kept class, ordered by the pruning score.
-    """
-    c = state.parses  # leading (n_way, k, K)
-    n_way, k, K = c.log_post.shape
-    n_query = q_images.shape[0]
-    S, P = c.mask.shape[-2:]
-    width = min(cfg.prune_width, n_way)
-
-    # 2. prune (skipped when every class is kept)
-    if width < n_way:
-        cheap = prune_scores(state, q_parses, q_images, cfg)
-    else:
-        cheap = jnp.zeros((n_query, n_way))
-    kept = jnp.argsort(-cheap, axis=1, stable=True)[:, :width]  # (n_query, width)
-
-    # 3a. forward: every parse of every shot of each kept class -> its query
-    fp = c.points[kept]  # (n_query, width, k, K, S, P, 2)
-    fm = c.mask[kept]
-    f_ims = jnp.broadcast_to(
-        q_images[:, None, None, None], (n_query, width, k, K, IMAGE_SIZE, IMAGE_SIZE)
-    )
-    fwd = refit_batch(fp, fm, f_ims, cfg, cfg.refit_steps)  # (n_query, width, k, K)
-    one_way = logsumexp(c.log_weight[kept] + fwd, axis=-1)  # (n_query, width, k)
-
-    if cfg.two_way:
-        # 3b. backward: every parse of the query -> every shot of each kept class
-        bp = jnp.broadcast_to(q_parses.points[:, None, None], (n_query, width, k, K, S, P, 2))
-        bm = jnp.broadcast_to(q_parses.mask[:, None, None], (n_query, width, k, K, S, P))
-        b_ims = jnp.broadcast_to(
-            state.images[kept][:, :, :, None], (n_query, width, k, K, IMAGE_SIZE, IMAGE_SIZE)
-        )
-        bwd = refit_batch(bp, bm, b_ims, cfg, cfg.refit_steps)  # (n_query, width, k, K)
-        back = logsumexp(q_parses.log_weight[:, None, None] + bwd, axis=-1)
-        back = back - state.log_evidence[kept]  # (n_query, width, k)
-        if cfg.ink_balance:
-            back = back * ink(q_images)[:, None, None] / ink(state.images)[kept]
-        per_shot = one_way + back
-    else:
-        per_shot = one_way
-    full = logsumexp(per_shot, axis=-1) - jnp.log(k)  # (n_query, width)
-
-    # pruned classes: below the worst kept score, in the order of the cheap score
-    floor = jnp.min(full, axis=1, keepdims=True) - 1.0
-    rank_gap = jnp.max(cheap, axis=1, keepdims=True) - cheap
-    out = floor - 1e-3 * rank_gap
-    return out.at[jnp.arange(n_query)[:, None], kept].set(full)
+    def scores_for_ks(self, state: State, queries: np.ndarray, ks: Sequence[int], *,
+                      key: Any = None) -> dict[int, np.ndarray]:
+        """``k -> scores f32 (n_query, n_way)`` using the first ``k`` shots of each class: the
+        same numbers as ``scores`` on a state fitted to those shots, for the cost of the
+        largest ``k``."""
+        return score_queries(state, *self._queries(queries), self.cfg, ks=ks)
 
 
 def make_contender(
@@ -269,13 +370,8 @@ def make_contender(
     library: str | None = None,
     quick: bool = False,
     overrides: dict[str, Any] | None = None,
+    parse_cache: str | None = None,
 ) -> BPLContender:
     """The ``bpl`` contender: ``QUICK`` or ``FULL`` preset, with ``overrides`` (field -> value)."""
-    cfg = QUICK if quick else FULL
-    if overrides:
-        names = {f.name for f in dataclasses.fields(BPLConfig)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise ValueError(f"unknown bpl overrides {unknown}; known: {sorted(names)}")
-        cfg = dataclasses.replace(cfg, **overrides)
-    return BPLContender(cfg, seed=seed, library=library)
+    return BPLContender(preset(quick, overrides), seed=seed, library=library,
+                        parse_cache=parse_cache)

@@ -1,28 +1,27 @@
 """Top-down refinement: fit trajectories to an image under prior x likelihood.
 
 Two fits share one optimiser loop (:func:`_optimise`: optax Adam inside ``lax.scan``, with a
-coarse-to-fine blur schedule so that far-off ink still pulls):
+coarse-to-fine blur schedule so that far-off ink still pulls, and the first steps at half
+resolution, where a step costs about a fifth as much):
 
-- :func:`refine_parses` fits every proposal of one image (``vmap`` over candidates, one jitted
-  call) by moving the trajectory points freely under the image likelihood plus a parse prior;
-- :func:`refit_token` refits one parse to another image through token variables only: a global
-  affine (scale, rotation, shear and translation about the parse centre), per-stroke shifts and
-  small per-point motor noise (optionally per-stroke scales). This is the inner
-  ``max_theta P(I | theta) P(theta | type)`` of BPL's one-shot score (DESIGN.md §5); the max
-  may be taken over several optimiser runs (:func:`fit_token`).
+- :func:`refine_batch` fits every proposal of every image of a batch (one jitted call) by moving
+  the trajectory points freely under the image likelihood plus a parse prior;
+- :func:`fit_token` refits one parse to another image through token variables only: a global
+  affine (scale, rotation, shear and translation about the parse centre), per-stroke shifts,
+  small per-point motor noise and the pen width. This is the inner
+  ``max_theta P(I | theta) P(theta | type)`` of BPL's one-shot score (DESIGN.md §5); with
+  ``cfg.wide_lr > 0`` the max is taken over two optimiser runs.
 
-:func:`parse_image` chains proposals -> refinement -> the ``K`` best parses with normalised
-posterior weights.
-
-The prior here is a stand-in for the learned type prior: a smoothness term on the trajectories
-and a cost per stroke (:class:`FitConfig` holds every constant).
+:func:`parse_images` chains proposals -> refinement -> the ``K`` best parses of a batch of
+images, with normalised posterior weights. Each image's proposals are seeded by its content and
+the contender's seed, so a parse never depends on what else is in the batch.
 """
 
 from __future__ import annotations
 
 import collections
 import functools
-from dataclasses import dataclass
+import hashlib
 from typing import NamedTuple
 
 import jax
@@ -30,51 +29,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from conceptlearn.inference.config import FitConfig
 from conceptlearn.inference.proposals import propose
-from conceptlearn.model.image import log_likelihood, pixel_probs
-from conceptlearn.model.render import InkParams, render
+from conceptlearn.model.image import coarse_target, level_log_likelihood, pixel_probs
+from conceptlearn.model.render import DEFAULT_INK, InkParams, render
+
+__all__ = ["FitConfig", "Parse", "Token", "fit_token", "parse_images", "refit_token"]
 
 # Python-side count of how often each jitted function body was traced (tests check no retrace).
 TRACE_COUNT: collections.Counter[str] = collections.Counter()
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    """Every constant of the fits (hashable: it is a static argument of the jitted calls)."""
-
-    max_candidates: int = 8  # proposals per image
-    max_strokes: int = 6  # strokes per parse (longest kept)
-    n_points: int = 12  # trajectory points per stroke
-    n_parses: int = 3  # K best parses kept per image
-    parse_steps: int = 20  # Adam steps when refining a proposal
-    parse_lr: float = 0.3  # px per step
-    refit_steps: int = 30  # Adam steps when refitting a parse's token to another image
-    refit_lr: float = 0.6
-    blur_start: float = 6.0  # blur sigma (px) at the first step; geometric down to blur_sigma
-    blur_sigma: float = 2.0  # blur sigma (px) of the score
-    epsilon: float = 0.02  # pixel-flip probability of the score
-    n_samples: int = 48  # renderer arc-length samples per stroke
-    total_samples: int = 0  # > 0: one sample budget per drawing, shared by stroke length
-    smooth_sigma: float = 2.0  # px: std of a trajectory's second differences (parse prior)
-    stroke_cost: float = 20.0  # nats per stroke (parse prior)
-    motor_sigma: float = 0.7  # px: std of the motor noise at each knot (token prior)
-    motor_knots: int = 0  # motor-noise knots per stroke, linearly interpolated (0: every point)
-    stroke_sigma: float = 5.0  # px: std of each stroke's shift (token prior)
-    stroke_scale_sigma: float = 0.0  # std of each stroke's log scale about its centre (0: off)
-    width_sigma: float = 0.3  # std of the log pen width (token prior)
-    scale_sigma: float = 0.15  # std of log scale (token prior)
-    rotate_sigma: float = 0.15  # rad: std of the rotation (token prior)
-    shear_sigma: float = 0.15  # std of the shear (token prior)
-    shift_sigma: float = 8.0  # px: std of the translation (token prior)
-    refit_starts: int = 1  # 2: also refit from the ink-matched scale, keep the better fit
-    wide_lr: float = 0.0  # > 0: also refit with this step size from blur wide_blur, keep the best
-    wide_blur: float = 12.0
-    ink_spread: float | None = None  # renderer InkParams overrides (None: DEFAULT_INK)
-    ink_gain: float | None = None
+COARSE = 2  # the half-resolution level of the early optimiser steps
 
 
 class Parse(NamedTuple):
-    """The ``K`` best parses of one image.
+    """The ``K`` best parses of one image (leading batch axes allowed).
 
     ``points`` ``f32 (K, S, P, 2)``, ``mask`` ``bool (K, S, P)``, ``log_weight`` ``f32 (K,)``
     (normalised over valid parses, ``-inf`` where invalid), ``log_post`` ``f32 (K,)``
@@ -87,22 +55,23 @@ class Parse(NamedTuple):
     log_post: jax.Array
 
 
-def _ink(cfg: FitConfig) -> InkParams | None:
-    if cfg.ink_spread is None and cfg.ink_gain is None:
-        return None
-    from conceptlearn.model.render import DEFAULT_INK
+def targets(image) -> dict[int, jax.Array]:
+    """``image bool (105, 105)`` -> ``{1: f32 (105, 105), 2: f32 (53, 53)}``: what each
+    resolution level scores against (:func:`conceptlearn.model.image.coarse_target`)."""
+    return {1: image.astype(jnp.float32), COARSE: coarse_target(image, COARSE)}
 
-    return InkParams(
-        spread=DEFAULT_INK.spread if cfg.ink_spread is None else cfg.ink_spread,
-        gain=DEFAULT_INK.gain if cfg.ink_gain is None else cfg.ink_gain,
-    )
+
+def level_log_lik(points, mask, target, blur_sigma, level: int, cfg: FitConfig, ink=None):
+    """``log P(image | points)`` at blur ``blur_sigma`` (full-resolution px) and resolution
+    ``level``: ``points f32 (S, P, 2)``, ``mask bool (S, P)``, ``target`` from :func:`targets`
+    -> ``f32 ()``."""
+    drawn = render(points, mask, ink, cfg.n_samples, level)
+    return level_log_likelihood(pixel_probs(drawn, blur_sigma / level, cfg.epsilon), target, level)
 
 
 def image_log_lik(points, mask, image, blur_sigma, cfg: FitConfig) -> jax.Array:
-    """``log P(image | points)`` at blur ``blur_sigma``: ``points f32 (S, P, 2)``,
-    ``mask bool (S, P)``, ``image bool (105, 105)`` -> ``f32 ()``."""
-    ink = render(points, mask, _ink(cfg), cfg.n_samples, cfg.total_samples or None)
-    return log_likelihood(pixel_probs(ink, blur_sigma, cfg.epsilon), image)
+    """``log P(image | points)`` at full resolution: ``image bool (105, 105)`` -> ``f32 ()``."""
+    return level_log_lik(points, mask, image.astype(jnp.float32), blur_sigma, 1, cfg)
 
 
 def parse_log_prior(points, mask, cfg: FitConfig) -> jax.Array:
@@ -113,34 +82,44 @@ def parse_log_prior(points, mask, cfg: FitConfig) -> jax.Array:
     return smooth - cfg.stroke_cost * jnp.sum(jnp.any(mask, -1))
 
 
-def _optimise(loss_fn, params, n_steps: int, lr: float, blur_start: float, cfg: FitConfig):
-    """Minimise ``loss_fn(params, blur_sigma)`` with Adam for ``n_steps`` in ``lax.scan``; blur
-    goes geometrically from ``blur_start`` to ``cfg.blur_sigma``. Returns final params."""
+def _optimise(loss_fn, params, n_steps: int, n_coarse: int, lr: float, blur_start, cfg):
+    """Minimise ``loss_fn(params, blur_sigma, level)`` with Adam for ``n_steps`` steps in
+    ``lax.scan``, the first ``n_coarse`` at level ``COARSE``; blur goes geometrically from
+    ``blur_start`` to ``cfg.blur_sigma``. Returns the final params."""
     opt = optax.adam(lr)
     frac = jnp.linspace(0.0, 1.0, max(n_steps, 1))
     sigmas = blur_start * (cfg.blur_sigma / blur_start) ** frac
+    n_coarse = min(n_coarse, n_steps)
+    carry = (params, opt.init(params))
+    for level, part in ((COARSE, sigmas[:n_coarse]), (1, sigmas[n_coarse:n_steps])):
+        if part.shape[0] == 0:
+            continue
 
-    def step(carry, sigma):
-        params, state = carry
-        grads = jax.grad(loss_fn)(params, sigma)
-        updates, state = opt.update(grads, state, params)
-        return (optax.apply_updates(params, updates), state), None
+        def step(carry, sigma, level=level):
+            params, state = carry
+            grads = jax.grad(loss_fn)(params, sigma, level)
+            updates, state = opt.update(grads, state, params)
+            return (optax.apply_updates(params, updates), state), None
 
-    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), sigmas[:n_steps])
-    return params
+        carry, _ = jax.lax.scan(step, carry, part)
+    return carry[0]
 
 
 def refine_parse(points, mask, image, cfg: FitConfig):
     """Refine one proposal ``points f32 (S, P, 2)``, ``mask bool (S, P)`` against
     ``image bool (105, 105)``. Returns ``(points, log_lik f32 (), log_prior f32 ())``."""
+    tgt = targets(image)
 
-    def loss(p, sigma):
-        return -(image_log_lik(p, mask, image, sigma, cfg) + parse_log_prior(p, mask, cfg))
+    def loss(p, sigma, level):
+        ll = level_log_lik(p, mask, tgt[level], sigma, level, cfg)
+        return -(ll + parse_log_prior(p, mask, cfg))
 
-    points = _optimise(loss, points, cfg.parse_steps, cfg.parse_lr, cfg.blur_start, cfg)
+    points = _optimise(
+        loss, points, cfg.parse_steps, cfg.parse_coarse_steps, cfg.parse_lr, cfg.blur_start, cfg
+    )
     return (
         points,
-        image_log_lik(points, mask, image, cfg.blur_sigma, cfg),
+        level_log_lik(points, mask, tgt[1], cfg.blur_sigma, 1, cfg),
         parse_log_prior(points, mask, cfg),
     )
 
@@ -163,34 +142,72 @@ def top_k(points, mask, log_post, k: int) -> Parse:
     return Parse(points[order], mask[order], log_weight, lp)
 
 
-def parse_image(image: np.ndarray, cfg: FitConfig, *, seed: int = 0, library=None) -> Parse:
-    """Proposals -> refinement -> the ``cfg.n_parses`` best parses of ``image bool (105, 105)``,
-    ranked and weighted by ``log P(image | parse) + log P(type)`` under ``library`` (a learned
-    :class:`~conceptlearn.model.library.Library`; see :mod:`conceptlearn.inference.parse_type`),
-    or under the stand-in parse prior when ``library`` is None."""
-    prop = propose(
-        image,
-        max_candidates=cfg.max_candidates,
-        max_strokes=cfg.max_strokes,
-        n_points=cfg.n_points,
-        seed=seed,
-    )
-    pts, ll, lp = refine_parses(prop.points, prop.mask, prop.valid, jnp.asarray(image, bool), cfg)
-    mask = jnp.asarray(prop.mask)
-    if library is not None:
-        from conceptlearn.inference.parse_type import parse_type_log_probs
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def refine_batch(points, mask, valid, images, library, cfg: FitConfig) -> Parse:
+    """Refine and rank the proposals of a batch of images in one call: ``points f32
+    (N, C, S, P, 2)``, ``mask bool (N, C, S, P)``, ``valid bool (N, C)``, ``images bool
+    (N, 105, 105)`` -> :class:`Parse` with leading axis ``N``. Parses are weighted by
+    ``log P(image | parse) + log P(type)`` under ``library``, or the stand-in prior when it is
+    None."""
+    TRACE_COUNT["refine_batch"] += 1
+    from conceptlearn.model.type_prior import parse_type_log_probs
 
-        lp = parse_type_log_probs(library, pts, mask)
-    return top_k(pts, mask, ll + lp, cfg.n_parses)
+    def one(p, m, v, im):
+        pts, ll, lp = refine_parses.__wrapped__(p, m, v, im, cfg)
+        if library is not None:
+            lp = parse_type_log_probs(library, pts, m)
+        return top_k(pts, m, ll + lp, cfg.n_parses)
+
+    return jax.vmap(one)(points, mask, valid, images)
+
+
+def image_seed(image: np.ndarray, seed: int) -> int:
+    """The proposal seed of ``image bool (H, W)``: a hash of its pixels and ``seed``, so that
+    the same image gets the same parses wherever it appears."""
+    digest = hashlib.sha256(np.packbits(np.asarray(image, bool)).tobytes() + b"%d" % seed)
+    return int.from_bytes(digest.digest()[:4], "little") & 0x7FFFFFFF
+
+
+def _bucket(n: int) -> int:
+    """Batch sizes are padded to a multiple of 8 so that few shapes are ever compiled."""
+    return max(8, -(-n // 8) * 8)
+
+
+def parse_images(images: np.ndarray, cfg: FitConfig, seed: int = 0, library=None) -> Parse:
+    """Proposals (on the host) -> refinement and ranking (one jitted call) -> the
+    ``cfg.n_parses`` best parses of each of ``images bool (N, 105, 105)``: a :class:`Parse`
+    with leading axis ``N``, weighted by ``log P(type)`` under ``library`` (a learned
+    :class:`~conceptlearn.model.library.Library`) or the stand-in prior when it is None."""
+    images = np.asarray(images, bool)
+    n = images.shape[0]
+    props = [
+        propose(
+            im,
+            max_candidates=cfg.max_candidates,
+            max_strokes=cfg.max_strokes,
+            n_points=cfg.n_points,
+            seed=image_seed(im, seed),
+        )
+        for im in images
+    ]
+    pad = _bucket(n) - n
+    stacked = [np.stack([getattr(p, f) for p in props] + [getattr(props[0], f)] * pad) for f in
+               ("points", "mask", "valid")]
+    padded = np.concatenate([images, np.repeat(images[:1], pad, 0)])
+    parses = refine_batch(*stacked, padded, library if cfg.type_prior else None, cfg)
+    return jax.tree.map(lambda x: x[:n], parses)
+
+
+def parse_image(image: np.ndarray, cfg: FitConfig, *, seed: int = 0, library=None) -> Parse:
+    """The ``cfg.n_parses`` best parses of one ``image bool (105, 105)`` (:func:`parse_images`)."""
+    return jax.tree.map(lambda x: x[0], parse_images(np.asarray(image)[None], cfg, seed, library))
 
 
 class Token(NamedTuple):
     """Token variables of a refit: ``log_scale f32 (2,)``, ``shift f32 (2,)`` px,
-    ``stroke_shift f32 (S, 2)`` px per stroke (relation jitter), ``motor f32 (S, M, 2)`` px
-    motor noise at ``M`` knots per stroke (:func:`motor_basis`; ``M = P``: every point),
-    ``log_width f32 ()`` pen width relative to the default ink, ``rotation f32 ()`` rad,
-    ``shear f32 ()`` and ``stroke_log_scale f32 (S,)``, each stroke's log scale about its own
-    centre (sub-stroke scale noise, held at zero when ``cfg.stroke_scale_sigma`` is 0)."""
+    ``stroke_shift f32 (S, 2)`` px per stroke (relation jitter), ``motor f32 (S, P, 2)`` px
+    motor noise at every point, ``log_width f32 ()`` pen width relative to the default ink,
+    ``rotation f32 ()`` rad and ``shear f32 ()``."""
 
     log_scale: jax.Array
     shift: jax.Array
@@ -199,7 +216,6 @@ class Token(NamedTuple):
     log_width: jax.Array
     rotation: jax.Array
     shear: jax.Array
-    stroke_log_scale: jax.Array
 
 
 def token_affine(token: Token) -> jax.Array:
@@ -210,59 +226,33 @@ def token_affine(token: Token) -> jax.Array:
     return rotation @ shear @ jnp.diag(jnp.exp(token.log_scale))
 
 
-def motor_basis(n_points: int, n_knots: int) -> jax.Array:
-    """``f32 (P, M)`` piecewise-linear interpolation from ``M`` knots spread evenly along a
-    stroke's ``P`` points to the points (the identity when ``M = P``)."""
-    knots = jnp.linspace(0.0, n_points - 1.0, n_knots)
-    spacing = (n_points - 1.0) / max(n_knots - 1, 1)
-    dist = jnp.abs(jnp.arange(n_points, dtype=jnp.float32)[:, None] - knots[None])
-    return jnp.clip(1.0 - dist / spacing, 0.0, 1.0)
-
-
-def motor_offsets(motor, n_points: int) -> jax.Array:
-    """Per-point motor noise ``f32 (S, P, 2)`` from the knots' ``motor f32 (S, M, 2)``."""
-    if motor.shape[1] == n_points:  # a knot per point (static shapes: no data branch)
-        return motor
-    return jnp.einsum("pm,smd->spd", motor_basis(n_points, motor.shape[1]), motor)
+def _centre(points, mask) -> jax.Array:
+    """Centre of mass ``f32 (2,)`` of the valid points of ``points f32 (S, P, 2)``."""
+    w = mask[..., None].astype(points.dtype)
+    return jnp.sum(points * w, (0, 1)) / jnp.maximum(jnp.sum(w), 1.0)
 
 
 def token_points(points, mask, token: Token) -> jax.Array:
-    """Apply ``token`` to a parse's ``points f32 (S, P, 2)``: motor noise (:func:`motor_basis`),
-    each stroke scaled about its own centre and shifted, then the affine map
-    (:func:`token_affine`) about the parse's centre of mass, then shift."""
-    w = mask[..., None].astype(points.dtype)
-    centre = jnp.sum(points * w, (0, 1)) / jnp.maximum(jnp.sum(w), 1.0)
-    stroke_centre = jnp.sum(points * w, 1, keepdims=True) / jnp.maximum(
-        jnp.sum(w, 1, keepdims=True), 1.0
-    )
-    scale = jnp.exp(token.stroke_log_scale)[:, None, None]
-    own = points + motor_offsets(token.motor, points.shape[1]) - stroke_centre
-    moved = stroke_centre + scale * own + token.stroke_shift[:, None]
+    """Apply ``token`` to a parse's ``points f32 (S, P, 2)``: motor noise and each stroke's
+    shift, then the affine map (:func:`token_affine`) about the parse's centre of mass, then
+    the global shift."""
+    centre = _centre(points, mask)
+    moved = points + token.motor + token.stroke_shift[:, None]
     return (moved - centre[None, None]) @ token_affine(token).T + (centre + token.shift)[None, None]
 
 
-def token_ink(token: Token, cfg: FitConfig) -> InkParams:
+def token_ink(token: Token) -> InkParams:
     """The pen of ``token``: default ink with spread and gain both scaled by ``exp(log_width)``,
     which scales the line profile's width and keeps its peak."""
-    from conceptlearn.model.render import DEFAULT_INK
-
-    base = _ink(cfg) or DEFAULT_INK
     w = jnp.exp(token.log_width)
-    return InkParams(spread=base.spread * w, gain=base.gain * w)
+    return InkParams(spread=DEFAULT_INK.spread * w, gain=DEFAULT_INK.gain * w)
 
 
 def token_log_prior(token: Token, mask, cfg: FitConfig) -> jax.Array:
     """Gaussian token prior (without normalising constants): ``f32 ()``."""
-    if token.motor.shape[1] == mask.shape[1]:
-        live = mask  # (S, P): a knot per point
-    else:  # (S, M): knots that move a valid point
-        live = (mask.astype(jnp.float32) @ motor_basis(mask.shape[1], token.motor.shape[1])) > 0
-    motor = jnp.sum(jnp.where(live[..., None], token.motor**2, 0.0)) / cfg.motor_sigma**2
+    motor = jnp.sum(jnp.where(mask[..., None], token.motor**2, 0.0)) / cfg.motor_sigma**2
     used = jnp.any(mask, -1)[:, None]
     jitter = jnp.sum(jnp.where(used, token.stroke_shift**2, 0.0)) / cfg.stroke_sigma**2
-    if cfg.stroke_scale_sigma > 0:  # static config; when off the variable is held at zero
-        sizes = jnp.where(used[:, 0], token.stroke_log_scale**2, 0.0)
-        jitter = jitter + jnp.sum(sizes) / cfg.stroke_scale_sigma**2
     scale = jnp.sum(token.log_scale**2) / cfg.scale_sigma**2
     shift = jnp.sum(token.shift**2) / cfg.shift_sigma**2
     width = token.log_width**2 / cfg.width_sigma**2
@@ -274,45 +264,43 @@ def token_log_prior(token: Token, mask, cfg: FitConfig) -> jax.Array:
 # radii, so one learning rate (px per step) fits every variable.
 _SCALE_PX = 30.0
 _WIDTH_PX = 3.0
-_STROKE_SCALE_PX = 15.0  # about a stroke's radius
 
 
-def refit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None) -> jax.Array:
-    """``max_token log P(image | token(points)) + log P(token)`` for one parse
-    ``points f32 (S, P, 2)``, ``mask bool (S, P)`` and ``image bool (105, 105)`` -> ``f32 ()``."""
-    return fit_token(points, mask, image, cfg, n_steps)[0]
-
-
-def fit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None):
-    """Refit one parse's token to ``image`` (see :func:`refit_token`); returns the score
-    ``f32 ()``, the refit trajectories ``f32 (S, P, 2)`` and the :class:`Token`. The initial
-    shift aligns the parse's centre of mass with the image's ink centre. Further fits of the
-    same objective, the best of all kept: with ``cfg.wide_lr > 0`` one with step size
-    ``wide_lr`` from blur ``wide_blur`` (it reaches strokes and scales the plain fit's short
-    steps cannot, docs/results/bpl.md); with ``cfg.refit_starts = 2`` one started from the scale
-    that matches the parse's spread to the ink's (per axis, within a factor of 2)."""
+def ink_centre(image) -> jax.Array:
+    """Centre of mass ``f32 (2,)`` in (col, row) of the ink of ``image bool (105, 105)``."""
     img = image.astype(jnp.float32)
-    rows = jnp.arange(img.shape[0], dtype=jnp.float32)
-    cols = jnp.arange(img.shape[1], dtype=jnp.float32)
+    grid = jnp.arange(img.shape[0], dtype=jnp.float32)
     mass = jnp.maximum(jnp.sum(img), 1.0)
-    ink_centre = jnp.stack([jnp.sum(img.sum(0) * cols), jnp.sum(img.sum(1) * rows)]) / mass
-    w = mask[..., None].astype(points.dtype)
-    centre = jnp.sum(points * w, (0, 1)) / jnp.maximum(jnp.sum(w), 1.0)
-    shift0 = jnp.where(jnp.sum(img) > 0, ink_centre - centre, 0.0)
-    n_strokes, n_points = points.shape[:2]
-    motor0 = jnp.zeros((n_strokes, cfg.motor_knots or n_points, 2))
+    return jnp.stack([jnp.sum(img.sum(0) * grid), jnp.sum(img.sum(1) * grid)]) / mass
+
+
+def fit_token(
+    points,
+    mask,
+    image,
+    cfg: FitConfig,
+    n_steps: int | None = None,
+    n_coarse: int | None = None,
+    score_level: int = 1,
+):
+    """Refit one parse's token to ``image``: ``max_token log P(image | token(points)) +
+    log P(token)`` for ``points f32 (S, P, 2)``, ``mask bool (S, P)``, ``image bool (105, 105)``.
+
+    ``n_steps`` Adam steps (default ``cfg.refit_steps``), the first ``n_coarse`` (default
+    ``cfg.refit_coarse_steps``) at half resolution; the score is taken at resolution
+    ``score_level``. The initial shift aligns the parse's centre of mass with the ink's. With
+    ``cfg.wide_lr > 0`` a second fit of the same objective takes long steps from blur
+    ``cfg.wide_blur`` (it reaches strokes and scales the short steps cannot) and the better of
+    the two is kept. Returns the score ``f32 ()``, the refit trajectories ``f32 (S, P, 2)`` and
+    the :class:`Token`."""
+    steps = cfg.refit_steps if n_steps is None else n_steps
+    coarse = cfg.refit_coarse_steps if n_coarse is None else n_coarse
+    tgt = targets(image)
+    shift0 = jnp.where(jnp.any(image), ink_centre(image) - _centre(points, mask), 0.0)
     zero = jnp.zeros(())
-    u0 = Token(
-        jnp.zeros(2),
-        shift0,
-        jnp.zeros((n_strokes, 2)),
-        motor0,
-        zero,
-        zero,
-        zero,
-        jnp.zeros(n_strokes),
-    )
-    stroke_scale_on = float(cfg.stroke_scale_sigma > 0)
+    n_strokes = points.shape[0]
+    u0 = Token(jnp.zeros(2), shift0, jnp.zeros((n_strokes, 2)), jnp.zeros_like(points), zero,
+               zero, zero)
 
     def unpack(u: Token) -> Token:
         return u._replace(
@@ -320,53 +308,29 @@ def fit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None):
             log_width=u.log_width / _WIDTH_PX,
             rotation=u.rotation / _SCALE_PX,
             shear=u.shear / _SCALE_PX,
-            stroke_log_scale=stroke_scale_on * u.stroke_log_scale / _STROKE_SCALE_PX,
         )
 
-    def objective(u: Token, sigma):
+    def objective(u: Token, sigma, level: int):
         tok = unpack(u)
         pts = token_points(points, mask, tok)
-        ink = render(pts, mask, token_ink(tok, cfg), cfg.n_samples, cfg.total_samples or None)
-        ll = log_likelihood(pixel_probs(ink, sigma, cfg.epsilon), image)
+        ll = level_log_lik(pts, mask, tgt[level], sigma, level, cfg, token_ink(tok))
         return ll + token_log_prior(tok, mask, cfg)
 
-    steps = cfg.refit_steps if n_steps is None else n_steps
+    def fit_from(lr, blur_start):
+        u = _optimise(lambda u, s, lv: -objective(u, s, lv), u0, steps, coarse, lr, blur_start,
+                      cfg)
+        return objective(u, cfg.blur_sigma, score_level), u
 
-    def fit_from(log_scale, lr=cfg.refit_lr, blur_start=cfg.blur_start):
-        u = _optimise(
-            lambda u, s: -objective(u, s),
-            u0._replace(log_scale=log_scale),
-            steps,
-            lr,
-            blur_start,
-            cfg,
-        )
-        return objective(u, cfg.blur_sigma), u
-
-    fits = [fit_from(jnp.zeros(2))]  # static config: the hot path fits once, from scale 1
-    if cfg.wide_lr > 0:  # a far-reaching search as well: long steps from a wide blur
-        fits.append(fit_from(jnp.zeros(2), cfg.wide_lr, cfg.wide_blur))
-    if cfg.refit_starts == 2:
-        ink_sd = jnp.sqrt(
-            jnp.stack(
-                [
-                    jnp.sum(img.sum(0) * (cols - ink_centre[0]) ** 2),  # (col, row) like points
-                    jnp.sum(img.sum(1) * (rows - ink_centre[1]) ** 2),
-                ]
-            )
-            / mass
-        )
-        parse_sd = jnp.sqrt(
-            jnp.sum(w * (points - centre[None, None]) ** 2, (0, 1)) / jnp.maximum(jnp.sum(w), 1.0)
-        )
-        matched = jnp.clip(jnp.log((ink_sd + 1.0) / (parse_sd + 1.0)), -0.7, 0.7)
-        fits.append(fit_from(matched * _SCALE_PX))  # preconditioned
-    if len(fits) == 1:
-        score, u = fits[0]
-    else:  # the best fit: every fit maximises the same objective
-        scores = jnp.stack([s for s, _ in fits])
-        best = jnp.argmax(scores)
-        score = scores[best]
-        u = jax.tree.map(lambda *xs: jnp.stack(xs)[best], *[u for _, u in fits])
+    score, u = fit_from(cfg.refit_lr, cfg.blur_start)
+    if cfg.wide_lr > 0:  # static config: a far-reaching search as well; the better fit is kept
+        wide_score, wide_u = fit_from(cfg.wide_lr, cfg.wide_blur)
+        better = wide_score > score
+        u = jax.tree.map(lambda a, b: jnp.where(better, b, a), u, wide_u)
+        score = jnp.maximum(score, wide_score)
     tok = unpack(u)
     return score, token_points(points, mask, tok), tok
+
+
+def refit_token(points, mask, image, cfg: FitConfig, n_steps: int | None = None, **kw):
+    """The score ``f32 ()`` of :func:`fit_token`."""
+    return fit_token(points, mask, image, cfg, n_steps, **kw)[0]

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 
-from conceptlearn.model.render import IMAGE_SIZE, InkParams, render
+from conceptlearn.model.render import IMAGE_SIZE, InkParams, grid_size, render
 
 BLUR_SIGMA_RANGE = (0.5, 16.0)
 EPSILON_RANGE = (1e-4, 0.5)
@@ -61,6 +61,24 @@ def log_likelihood(probs: jax.Array, image: jax.Array) -> jax.Array:
     if probs.shape != image.shape:
         raise ValueError(f"log_likelihood: probs {probs.shape} and image {image.shape} differ")
     return image_dist(probs).log_prob(image.astype(jnp.float32))
+
+
+def coarse_target(image: jax.Array, level: int) -> jax.Array:
+    """The share of ink in each ``level x level`` block of ``image bool (105, 105)`` (the page
+    beyond the border blank) -> ``f32 (n, n)``, ``n = grid_size(level)``; level 1: the image."""
+    n = grid_size(level)
+    pad = n * level - image.shape[0]
+    padded = jnp.pad(image.astype(jnp.float32), ((0, pad), (0, pad)))
+    return padded.reshape(n, level, n, level).mean((1, 3))
+
+
+def level_log_likelihood(probs: jax.Array, target: jax.Array, level: int) -> jax.Array:
+    """``log P(image | probs)`` at resolution ``level``: ``probs f32 (n, n)`` of the blocks'
+    centres against ``target = coarse_target(image, level)``; each block stands for its
+    ``level**2`` pixels (their summed Bernoulli log-probabilities if the ink were constant over
+    the block). At level 1 this is :func:`log_likelihood` exactly. -> ``f32 ()``."""
+    log_p, log_q = jnp.log(probs), jnp.log1p(-probs)
+    return level**2 * jnp.sum(target * log_p + (1.0 - target) * log_q)
 
 
 @jax.jit

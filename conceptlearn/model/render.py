@@ -5,16 +5,14 @@ is the point ``(c, r)``, the convention of ``conceptlearn.datasets.omniglot.Omni
 
 The ink model (BPL's "ink per point, full ink within a distance, then blur", in closed form):
 each stroke's polyline is resampled uniformly along its arc length into ``n_samples`` points
-(so any vertex spacing works; or, with ``total_samples``, one budget shared by the drawing's
-strokes in proportion to their lengths, which spends nothing on masked strokes), every sample deposits a normalised 2-D Gaussian of width
+(so any vertex spacing works), every sample deposits a normalised 2-D Gaussian of width
 ``InkParams.spread`` weighted by its share of the arc length, and the ink density saturates as
 ``ink = 1 - exp(-gain * density)``. Far from the ends, a line's density is the 1-D Gaussian
 profile ``exp(-d^2 / (2 spread^2)) / (sqrt(2 pi) spread)`` of the distance ``d`` to the line, so
 ``spread`` sets the softness of the edge and ``gain`` the line's width. Because a Gaussian is
 separable, the splat is one ``(105, K) @ (K, 105)`` matrix product (``K`` samples in all):
 fast under ``vmap`` and cheap to differentiate. The image is smooth in the points except for
-kinks where a sample passes a vertex (and, with ``total_samples``, ripple-sized jumps where a
-stroke's integer sample count changes). Strokes of one valid point are dots of
+kinks where a sample passes a vertex. Strokes of one valid point are dots of
 ``DOT_LENGTH`` pixels' worth of ink.
 """
 
@@ -101,56 +99,21 @@ def resample_polyline(
     return _point_at_arc(filled, seg_len, cum, t), cum[-1]
 
 
-def shared_samples(
-    points: jax.Array, mask: jax.Array, total_samples: int
-) -> tuple[jax.Array, jax.Array]:
-    """Arc-length samples of a whole drawing from one budget shared by its strokes.
-
-    Every valid stroke gets its two end points plus a share of the other
-    ``total_samples - 2 n_strokes`` samples in proportion to its length, spread uniformly along
-    it, so no sample is spent on masked strokes. ``points f32 (S, P, 2)``, ``mask bool (S, P)``
-    -> samples ``f32 (total_samples, 2)`` and trapezoid weights ``f32 (total_samples,)`` (arc
-    length per sample; 0 for unused samples; a dot's weights sum to ``DOT_LENGTH``).
-    """
-    n_strokes, n_points = mask.shape
-    n_free = total_samples - 2 * n_strokes
-    if n_free < 0:
-        raise ValueError(f"total_samples={total_samples} < 2 per stroke for {n_strokes} strokes")
-    filled, seg_len, cum = jax.vmap(_polyline_arcs)(points, mask)
-    length = cum[:, -1]
-    valid = jnp.any(mask, axis=1)
-    eff = jnp.where(valid, jnp.maximum(length, DOT_LENGTH), 0.0)  # (S,)
-    # Integer sample counts: the stroke each free sample falls in along the drawing's arc.
-    bounds = jax.lax.stop_gradient(jnp.cumsum(eff))
-    u = (jnp.arange(n_free, dtype=points.dtype) + 0.5) / max(n_free, 1) * bounds[-1]
-    owner = jnp.sum(bounds[None, :] <= u[:, None], axis=1)  # (n_free,)
-    counts = jnp.sum(owner[:, None] == jnp.arange(n_strokes)[None, :], axis=0)
-    n = jnp.where(valid, 2 + counts, 0)  # (S,) samples per stroke, >= 2 when valid
-    ends = jnp.cumsum(n)
-    j = jnp.arange(total_samples)
-    stroke = jnp.clip(jnp.sum(ends[None, :] <= j[:, None], axis=1), 0, n_strokes - 1)
-    rank = j - (ends - n)[stroke]
-    gaps = jnp.maximum(n[stroke] - 1, 1)
-    t = jnp.clip(rank / gaps, 0.0, 1.0).astype(points.dtype) * length[stroke]
-    if n_points == 1:
-        samples = filled[stroke, 0]
-    else:
-        # Locate each sample's segment without gradient, then gather only what it needs.
-        below = jax.lax.stop_gradient(cum)[stroke] <= t[:, None]  # (T, P)
-        seg = jnp.clip(jnp.sum(below, axis=1) - 1, 0, n_points - 2)
-        denom = seg_len[stroke, seg]
-        ok = denom > _TINY
-        frac = jnp.where(ok, (t - cum[stroke, seg]) / jnp.where(ok, denom, 1.0), 0.0)
-        frac = jnp.clip(frac, 0.0, 1.0)[:, None]
-        samples = filled[stroke, seg] * (1.0 - frac) + filled[stroke, seg + 1] * frac
-    end = (rank == 0) | (rank == n[stroke] - 1)
-    weights = jnp.where(j < ends[-1], eff[stroke] / gaps * jnp.where(end, 0.5, 1.0), 0.0)
-    return samples, weights.astype(points.dtype)
+def grid_size(level: int = 1) -> int:
+    """Pixels per side of the image at resolution ``level`` (1: 105, 2: 53)."""
+    return -(-IMAGE_SIZE // level)
 
 
-def _gaussian_rows(coord: jax.Array, spread: jax.Array) -> jax.Array:
-    """``coord f32 (K,)`` -> ``f32 (K, IMAGE_SIZE)``: 1-D normalised Gaussians at pixel centres."""
-    grid = jnp.arange(IMAGE_SIZE, dtype=coord.dtype)
+def pixel_centres(level: int = 1) -> jax.Array:
+    """``f32 (grid_size(level),)``: the centres, in full-resolution pixels, of the pixels at
+    resolution ``level`` (each covers ``level x level`` full-resolution pixels)."""
+    return jnp.arange(grid_size(level), dtype=jnp.float32) * level + 0.5 * (level - 1)
+
+
+def _gaussian_rows(coord: jax.Array, spread: jax.Array, level: int = 1) -> jax.Array:
+    """``coord f32 (K,)`` -> ``f32 (K, grid_size(level))``: 1-D normalised Gaussians evaluated
+    at the pixel centres of resolution ``level``."""
+    grid = pixel_centres(level).astype(coord.dtype)
     z = (grid[None, :] - coord[:, None]) / spread
     return jnp.exp(-0.5 * z * z) / (jnp.sqrt(2.0 * jnp.pi) * spread)
 
@@ -160,45 +123,42 @@ def ink_density(
     mask: jax.Array,
     spread: jax.Array | float,
     n_samples: int = N_SAMPLES,
-    total_samples: int | None = None,
+    level: int = 1,
 ) -> jax.Array:
-    """Unsaturated line density ``f32 (105, 105)`` of the masked polylines (see the module doc).
+    """Unsaturated line density ``f32 (n, n)`` of the masked polylines (see the module doc) at
+    the pixel centres of resolution ``level`` (``n = grid_size(level)``: 105 or 53).
 
-    ``points``: ``f32 (n_strokes, n_points, 2)``; ``mask``: ``bool (n_strokes, n_points)``.
-    ``n_samples`` arc samples per stroke, or, if ``total_samples`` is given, that many for the
-    whole drawing shared by length (``shared_samples``; cheaper when many strokes are masked).
+    ``points``: ``f32 (n_strokes, n_points, 2)``; ``mask``: ``bool (n_strokes, n_points)``;
+    ``n_samples`` arc samples per stroke.
     """
-    if total_samples is None:
-        samples, length = jax.vmap(resample_polyline, in_axes=(0, 0, None))(points, mask, n_samples)
-        # Trapezoid weights along each stroke; a dot (or a fully masked stroke) as in the doc.
-        length = jnp.where(jnp.any(mask, axis=1), jnp.maximum(length, DOT_LENGTH), 0.0)
-        ends = jnp.ones(n_samples, points.dtype).at[0].set(0.5).at[-1].set(0.5)
-        weights = length[:, None] * ends[None, :] / max(n_samples - 1, 1)  # (S, n_samples)
-        samples, weights = samples.reshape(-1, 2), weights.reshape(-1)
-    else:
-        samples, weights = shared_samples(points, mask, total_samples)
+    samples, length = jax.vmap(resample_polyline, in_axes=(0, 0, None))(points, mask, n_samples)
+    # Trapezoid weights along each stroke; a dot (or a fully masked stroke) as in the doc.
+    length = jnp.where(jnp.any(mask, axis=1), jnp.maximum(length, DOT_LENGTH), 0.0)
+    ends = jnp.ones(n_samples, points.dtype).at[0].set(0.5).at[-1].set(0.5)
+    weights = length[:, None] * ends[None, :] / max(n_samples - 1, 1)  # (S, n_samples)
+    samples, weights = samples.reshape(-1, 2), weights.reshape(-1)
     spread = jnp.asarray(spread, points.dtype)
-    gx = _gaussian_rows(samples[:, 0], spread)  # (K, 105) over columns
-    gy = _gaussian_rows(samples[:, 1], spread)  # (K, 105) over rows
+    gx = _gaussian_rows(samples[:, 0], spread, level)  # (K, n) over columns
+    gy = _gaussian_rows(samples[:, 1], spread, level)  # (K, n) over rows
     return (gy * weights[:, None]).T @ gx  # (rows, cols)
 
 
-@functools.partial(jax.jit, static_argnames=("n_samples", "total_samples"))
+@functools.partial(jax.jit, static_argnames=("n_samples", "level"))
 def render(
     points: jax.Array,
     mask: jax.Array,
     ink: InkParams | None = None,
     n_samples: int = N_SAMPLES,
-    total_samples: int | None = None,
+    level: int = 1,
 ) -> jax.Array:
     """Ink the masked polylines into an image.
 
     ``points``: ``f32 (n_strokes, n_points, 2)`` consecutive polyline vertices ``(col, row)``;
-    ``mask``: ``bool (n_strokes, n_points)``; ``ink``: ``InkParams`` (default ``DEFAULT_INK``).
-    Arc samples: ``n_samples`` per stroke, or with ``total_samples`` one budget for the whole
-    drawing shared by stroke length (at least 2 per stroke; far cheaper when most of the
-    ``n_strokes`` slots are masked, e.g. 256 for a token of up to 10 strokes).
-    Returns ``f32 (105, 105)`` ink intensity in ``[0, 1]``, indexed ``[row, col]``.
+    ``mask``: ``bool (n_strokes, n_points)``; ``ink``: ``InkParams`` (default ``DEFAULT_INK``);
+    ``n_samples`` arc samples per stroke. ``level`` 2 renders at half resolution: the ink at the
+    centre of every 2 x 2 block (``f32 (53, 53)``), about a fifth of the work.
+    Returns ``f32 (n, n)`` ink intensity in ``[0, 1]``, indexed ``[row, col]`` (``n = 105``, or
+    53 at level 2).
     """
     if points.ndim != 3 or points.shape[-1] != 2 or mask.shape != points.shape[:2]:
         raise ValueError(
@@ -207,7 +167,7 @@ def render(
         )
     ink = DEFAULT_INK if ink is None else ink
     points = jnp.asarray(points, jnp.float32)
-    density = ink_density(points, mask.astype(bool), ink.spread, n_samples, total_samples)
+    density = ink_density(points, mask.astype(bool), ink.spread, n_samples, level)
     return -jnp.expm1(-jnp.asarray(ink.gain, jnp.float32) * density)
 
 

@@ -1,0 +1,93 @@
+"""Every knob of the ``bpl`` contender in one place, and its two presets.
+
+The defaults of :class:`BPLConfig` are the operating point: ``BPLConfig()`` is the ``FULL``
+preset, and ``QUICK`` differs only in pruning to 4 classes per query before the two-way refits.
+Both configs are frozen (hashable) because they are static arguments of the jitted fits.
+
+Resolution: every optimiser run takes its first ``*_coarse_steps`` steps at half resolution
+(53 x 53 pixels, :func:`conceptlearn.model.image.coarse_target`), where a step costs about a fifth
+of a full-resolution one, and the rest at 105 x 105; scores are always taken at full resolution,
+except the pruning score, which is coarse throughout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+# Fields that change a parse (proposals, refinement, ranking); the parse cache keys on them.
+PARSE_FIELDS = (
+    "max_candidates",
+    "max_strokes",
+    "n_points",
+    "n_parses",
+    "parse_steps",
+    "parse_coarse_steps",
+    "parse_lr",
+    "blur_start",
+    "blur_sigma",
+    "epsilon",
+    "n_samples",
+    "smooth_sigma",
+    "stroke_cost",
+    "type_prior",
+)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Constants of proposals, refinement and token refits (the operating point)."""
+
+    max_candidates: int = 10  # proposals per image
+    max_strokes: int = 6  # strokes per parse (longest kept)
+    n_points: int = 16  # trajectory points per stroke (10 cut long strokes into chords)
+    n_parses: int = 2  # K best parses kept per image
+    parse_steps: int = 10  # Adam steps when refining a proposal
+    parse_coarse_steps: int = 6  # of which at half resolution
+    parse_lr: float = 0.3  # px per step
+    refit_steps: int = 20  # Adam steps when refitting a parse's token to another image
+    refit_coarse_steps: int = 14  # of which at half resolution
+    refit_lr: float = 0.6
+    wide_lr: float = 1.5  # > 0: a second refit, long steps from blur wide_blur; the better kept
+    wide_blur: float = 12.0
+    blur_start: float = 6.0  # blur sigma (px) at the first step; geometric down to blur_sigma
+    blur_sigma: float = 2.0  # blur sigma (px) of the score
+    epsilon: float = 0.02  # pixel-flip probability of the score
+    n_samples: int = 24  # renderer arc-length samples per stroke
+    smooth_sigma: float = 2.0  # px: std of a trajectory's second differences (stand-in prior)
+    stroke_cost: float = 20.0  # nats per stroke (stand-in prior)
+    type_prior: bool = True  # weigh parses by log P(type) under the library (else stand-in)
+    motor_sigma: float = 0.7  # px: std of the motor noise at each point (token prior)
+    stroke_sigma: float = 5.0  # px: std of each stroke's shift (token prior)
+    width_sigma: float = 0.3  # std of the log pen width (token prior)
+    scale_sigma: float = 0.15  # std of log scale (token prior)
+    rotate_sigma: float = 0.15  # rad: std of the rotation (token prior)
+    shear_sigma: float = 0.15  # std of the shear (token prior)
+    shift_sigma: float = 8.0  # px: std of the translation (token prior)
+
+
+@dataclass(frozen=True)
+class BPLConfig(FitConfig):
+    """Every knob of the ``bpl`` contender: the fit constants plus classification."""
+
+    prune_width: int = 1000  # classes per query kept for the two-way refits (>= n_way: all)
+    prune_steps: int = 6  # coarse refit steps of the cheap pruning score (0: no refit)
+    two_way: bool = True  # False: one-way score log P(I_T | I_C) only
+    pair_chunk: int = 64  # (query, support image) pairs per jitted call (fixed shape)
+
+
+FULL = BPLConfig()
+QUICK = dataclasses.replace(FULL, prune_width=4)
+
+
+def preset(quick: bool = False, overrides: dict[str, Any] | None = None) -> BPLConfig:
+    """``QUICK`` or ``FULL`` with ``overrides`` (field -> value); unknown fields are an error."""
+    cfg = QUICK if quick else FULL
+    if overrides:
+        names = {f.name for f in dataclasses.fields(BPLConfig)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ValueError(f"unknown bpl overrides {unknown}; known: {sorted(names)}")
+        cfg = dataclasses.replace(cfg, **overrides)
+    return cfg
