@@ -2,7 +2,9 @@
 
 Inputs are real small1 drawings in the token layout ``(MAX_STROKES, N_POINTS, 2)`` of
 ``conceptlearn.model.library`` (each stroke resampled to at most ``N_POINTS`` points), scored
-against their own images. Device-agnostic: runs on whatever ``jax.devices()`` offers.
+against their own images. ``--level 2`` times the half-resolution render and likelihood
+(53 x 53, :func:`conceptlearn.model.image.level_log_likelihood`) of the optimisers' first steps.
+Device-agnostic: runs on whatever ``jax.devices()`` offers.
 
     CONCEPTLEARN_DATA=/work/shared/omniglot python scripts/bench_render.py --out results/bench_render.json
 """
@@ -21,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from conceptlearn.datasets.omniglot import OmniglotImages, OmniglotStrokes
-from conceptlearn.model.image import log_likelihood, pixel_probs
+from conceptlearn.model.image import coarse_target, level_log_likelihood, pixel_probs
 from conceptlearn.model.library import MAX_STROKES, N_POINTS
 from conceptlearn.model.render import DEFAULT_INK, N_SAMPLES, pad_strokes, render
 from conceptlearn.model.splines import resample_stroke
@@ -69,21 +71,22 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--n-samples", type=int, default=N_SAMPLES, help="arc samples per stroke")
     parser.add_argument(
-        "--total-samples", type=int, default=None, help="shared arc samples per drawing"
+        "--level", type=int, choices=(1, 2), default=1, help="resolution level (2: 53 x 53)"
     )
     args = parser.parse_args(argv)
 
     points, mask, images = map(jnp.asarray, drawings(args.batch, args.root))
+    targets = jax.vmap(lambda im: coarse_target(im, args.level))(images)  # (batch, n, n)
     batch = points.shape[0]
     blur_sigma = jnp.full((batch,), 1.0, jnp.float32)
     epsilon = jnp.full((batch,), 0.01, jnp.float32)
 
     def render_one(points, mask):
-        return render(points, mask, n_samples=args.n_samples, total_samples=args.total_samples)
+        return render(points, mask, n_samples=args.n_samples, level=args.level)
 
-    def loglik_one(points, mask, image, blur_sigma, epsilon):
-        probs = pixel_probs(render_one(points, mask), blur_sigma, epsilon)
-        return log_likelihood(probs, image)
+    def loglik_one(points, mask, target, blur_sigma, epsilon):
+        probs = pixel_probs(render_one(points, mask), blur_sigma / args.level, epsilon)
+        return level_log_likelihood(probs, target, args.level)
 
     render_batch = jax.jit(jax.vmap(render_one))
     loglik = jax.jit(jax.vmap(loglik_one))
@@ -92,8 +95,8 @@ def main(argv=None) -> int:
     results = {}
     for name, fn, fn_args in [
         ("render", render_batch, (points, mask)),
-        ("log_likelihood", loglik, (points, mask, images, blur_sigma, epsilon)),
-        ("log_likelihood_and_grad", loglik_and_grad, (points, mask, images, blur_sigma, epsilon)),
+        ("log_likelihood", loglik, (points, mask, targets, blur_sigma, epsilon)),
+        ("log_likelihood_and_grad", loglik_and_grad, (points, mask, targets, blur_sigma, epsilon)),
     ]:
         first, per_call = timed(fn, *fn_args, repeats=args.repeats)
         results[name] = {
@@ -115,7 +118,7 @@ def main(argv=None) -> int:
         "shape": {
             "points": list(points.shape[1:]),
             "n_samples_per_stroke": args.n_samples,
-            "total_samples": args.total_samples,
+            "level": args.level,
         },
         "ink": DEFAULT_INK._asdict(),
         "repeats": args.repeats,

@@ -10,13 +10,18 @@ derived from the same fits and written to ``OUT/summary.json``:
 Two processes can share the fitting: one with ``--runs 20``, one with ``--runs 40 --from-run 20``;
 a last call with ``--runs 40`` then only reads the saved terms and writes the summary.
 
-Terms (q = query, c = class, k = parse): ``fwd[q, c, k]`` refit of class c's parse k to query q;
-``bwd[q, c, k]`` refit of query q's parse k to class c's image; ``own[c, k]`` refit of class c's
-parse k to its own image; ``cheap[q, c]`` the pruning refit; ``*_ll``, ``*_type``,
-``*_type_uniform`` the parses' image log-likelihood and log P(type) under the learned library and
-under the library with uniform primitives; ``c_ink``, ``q_ink`` the images' ink (pixels on; read
-from the episode when an older file lacks them). ``--unrefined`` adds the same terms for parses
-scored as proposed (no refinement).
+Images are parsed as the contender parses them (:func:`conceptlearn.inference.fit.parse_images`,
+seed 0) but with the ``K`` best ranked under the stand-in prior, so that every variant reweights
+the same parses. Terms (q = query, c = class, k = parse), every refit by the contender's own pair
+function (:func:`conceptlearn.inference.classify.score_pairs`, ``refit_steps`` steps):
+``fwd[q, c, k]`` refit of class c's parse k to query q; ``bwd[q, c, k]`` refit of query q's parse
+k to class c's image; ``own[c, k]`` refit of class c's parse k to its own image; ``cheap[q, c]``
+the contender's pruning score (:func:`conceptlearn.inference.classify.prune_scores`); ``*_ll``,
+``*_standin``, ``*_type``, ``*_type_uniform`` the parses' image log-likelihood, stand-in prior
+and log P(type) under the learned library and under the library with uniform primitives. Scores
+are combined by :func:`conceptlearn.inference.classify.two_way_score`. ``--unrefined`` adds the
+same terms for parses scored as proposed (no refinement). Files written by older versions may
+lack keys or hold others (``c_ink``, ``q_ink``: ignored).
 """
 
 from __future__ import annotations
@@ -28,54 +33,52 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from conceptlearn.cli import parse_key_values
 from conceptlearn.datasets.episodes import load_episode, load_runs
-from conceptlearn.inference.classify import FULL, QUICK, ink, parse_images, refit_batch
-from conceptlearn.inference.fit import parse_log_prior
-from conceptlearn.inference.parse_type import parse_type_log_probs, uniform_primitives
+from conceptlearn.inference.classify import (
+    PairTerms,
+    State,
+    prune_scores,
+    score_pairs,
+    self_scores,
+    two_way_score,
+)
+from conceptlearn.inference.config import preset
+from conceptlearn.inference.fit import parse_images, parse_log_prior
 from conceptlearn.model.library import load_library
+from conceptlearn.model.type_prior import parse_type_log_probs, uniform_primitives
+from conceptlearn.overrides import parse_key_values
 
 _type_lp = jax.vmap(parse_type_log_probs, (None, 0, 0))  # over images: (n, K) parses
-
-
-def pair_refits(parses, targets, cfg, steps, best_only=False) -> np.ndarray:
-    """Refit scores ``(n_target, n_images, K)`` of every parse to every target image."""
-    pts, msk = parses.points, parses.mask
-    if best_only:
-        pts, msk = pts[:, :1], msk[:, :1]
-    m = targets.shape[0]
-    lead = (m,) + msk.shape[:2]
-    ims = jnp.broadcast_to(jnp.asarray(targets)[:, None, None], lead + targets.shape[1:])
-    pts = jnp.broadcast_to(pts[None], lead + pts.shape[2:])
-    msk = jnp.broadcast_to(msk[None], lead + msk.shape[2:])
-    return np.asarray(refit_batch(pts, msk, ims, cfg, steps))
 
 
 def run_terms(episode, cfg, library, lesioned, prefix="") -> dict[str, np.ndarray]:
     """All score terms of one k = 1 episode (see the module docstring)."""
     sup, qry = episode.support[:, 0], episode.queries
-    sp, qp = parse_images(sup, cfg, 0), parse_images(qry, cfg, 1000)
-    own = pair_refits(sp, sup, cfg, cfg.refit_steps)
+    sp, qp = parse_images(sup, cfg, 0), parse_images(qry, cfg, 0)
+    n_query, n_way = len(qry), len(sup)
+    q_idx, c_idx = np.divmod(np.arange(n_query * n_way), n_way)
+    steps = dict(n_steps=cfg.refit_steps, n_coarse=cfg.refit_coarse_steps)
+    terms = score_pairs(sp, sup, qp, qry, c_idx, q_idx, cfg, two_way=True, **steps)
     out = {
-        "c_ink": np.asarray(ink(jnp.asarray(sup))),
-        "q_ink": np.asarray(ink(jnp.asarray(qry))),
-        "fwd": pair_refits(sp, qry, cfg, cfg.refit_steps),
-        "bwd": pair_refits(qp, sup, cfg, cfg.refit_steps).transpose(1, 0, 2),
-        "own": np.stack([own[i, i] for i in range(len(sup))]),
+        "fwd": terms.forward.reshape(n_query, n_way, -1),
+        "bwd": terms.backward.reshape(n_query, n_way, -1),
+        "own": self_scores(sp, sup, cfg, **steps),
     }
     if not prefix:
-        out["cheap"] = pair_refits(sp, qry, cfg, cfg.prune_steps, best_only=True)[..., 0]
+        support = State(
+            jax.tree.map(lambda x: x[:, None], sp), sup[:, None], np.zeros((n_way, 1), np.float32)
+        )
+        out["cheap"] = prune_scores(support, qp, qry, cfg)[..., 0]
     for side, p in (("c", sp), ("q", qp)):
         standin = jax.vmap(jax.vmap(lambda x, m: parse_log_prior(x, m, cfg)))(p.points, p.mask)
         out[f"{side}_ll"] = np.asarray(p.log_post - standin)
         out[f"{side}_standin"] = np.asarray(standin)
         out[f"{side}_type"] = np.asarray(_type_lp(library, p.points, p.mask))
         out[f"{side}_type_uniform"] = np.asarray(_type_lp(lesioned, p.points, p.mask))
-    return {prefix + k: v for k, v in out.items()}
+    return {prefix + k: np.asarray(v) for k, v in out.items()}
 
 
 def _weights(log_post):
@@ -83,31 +86,25 @@ def _weights(log_post):
     return log_post - logsumexp(log_post, axis=-1, keepdims=True)
 
 
-def two_way(
-    t,
-    prior="type",
-    evidence_prior=False,
-    back_weight=1.0,
-    K=None,
-    prefix="",
-    ink_balance=False,
-):
+def two_way(t, prior="type", evidence_prior=False, back_weight=1.0, K=None, prefix=""):
     """Scores ``(n_query, n_way)`` from saved terms ``t``: parse weights from
     ``ll + prior`` (``prior`` in standin / type / type_uniform / none); the evidence is the
-    self-refit, plus log P(type) when ``evidence_prior``; the backward ratio is scaled by
-    ``ink(query) / ink(class)`` when ``ink_balance`` (``BPLConfig.ink_balance``)."""
+    self-refit, plus log P(type) when ``evidence_prior``; the backward ratio
+    ``log P(I_C | I_T) - log P(I_C)`` is scaled by ``back_weight``."""
     g = {k[len(prefix) :]: v for k, v in t.items() if k.startswith(prefix)}
-    K = K or g["fwd"].shape[-1]
-    sl = slice(0, K)
+    sl = slice(0, K or g["fwd"].shape[-1])
     c_lp = g["c_ll"][:, sl] + (g[f"c_{prior}"][:, sl] if prior != "none" else 0.0)
     q_lp = g["q_ll"][:, sl] + (g[f"q_{prior}"][:, sl] if prior != "none" else 0.0)
     w_c, w_q = _weights(c_lp), _weights(q_lp)
-    one = logsumexp(w_c[None] + g["fwd"][..., sl], -1)
-    back = logsumexp(w_q[:, None] + g["bwd"][..., sl], -1)
     own = g["own"][:, sl] + (g[f"c_{prior}"][:, sl] if evidence_prior else 0.0)
-    ev = logsumexp(w_c + own, -1)
-    ratio = t["q_ink"][:, None] / t["c_ink"][None] if ink_balance else 1.0
-    return one + back_weight * ratio * (back - ev[None])
+    evidence = logsumexp(w_c + own, -1)
+    terms = PairTerms(g["fwd"][..., sl], g["bwd"][..., sl])  # (n_query, n_way, K)
+    args = (terms, w_c[None], w_q[:, None], evidence[None])
+    both = np.asarray(two_way_score(*args, two_way=True))
+    if back_weight == 1.0:
+        return both
+    one = np.asarray(two_way_score(*args, two_way=False))
+    return one + back_weight * (both - one)
 
 
 def variants(t) -> dict[str, np.ndarray]:
@@ -115,7 +112,6 @@ def variants(t) -> dict[str, np.ndarray]:
     base = two_way(t)
     out = {
         "two-way, learned type prior weights (contender)": base,
-        "two-way, ink balance": two_way(t, ink_balance=True),
         "two-way, stand-in prior weights": two_way(t, prior="standin"),
         "two-way, uniform-primitive type prior weights": two_way(t, prior="type_uniform"),
         "two-way, learned type prior weights and evidence": two_way(
@@ -128,7 +124,6 @@ def variants(t) -> dict[str, np.ndarray]:
         "one-way only": two_way(t, back_weight=0.0),
         "two-way, K = 1": two_way(t, K=1),
         "two-way, backward term x 0.5": two_way(t, back_weight=0.5),
-        "two-way, ink balance, backward term x 0.5": two_way(t, back_weight=0.5, ink_balance=True),
         "two-way, backward term x 2": two_way(t, back_weight=2.0),
         "pruning score alone": t["cheap"],
     }
@@ -157,7 +152,7 @@ def main(argv=None) -> int:
     parser.add_argument("--unrefined", action="store_true", help="also score unrefined parses")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    cfg = dataclasses.replace(FULL if args.full else QUICK, **parse_key_values(args.set))
+    cfg = preset(quick=not args.full, overrides=parse_key_values(args.set))
     library = load_library(args.library)
     lesioned = uniform_primitives(library)
     out = Path(args.out)
@@ -179,10 +174,6 @@ def main(argv=None) -> int:
             continue
         with np.load(path, allow_pickle=False) as f:
             t = dict(f)
-        if "c_ink" not in t:  # written before the ink terms were saved
-            episode = load_episode(runs[i], source)
-            t["c_ink"] = np.asarray(ink(jnp.asarray(episode.support[:, 0])))
-            t["q_ink"] = np.asarray(ink(jnp.asarray(episode.queries)))
         n_queries += t["labels"].size
         for name, scores in variants(t).items():
             errors[name] = errors.get(name, 0) + int((scores.argmax(1) != t["labels"]).sum())

@@ -2,7 +2,8 @@
 model's?
 
 For each case (dev run, query, true class, winning class) the best parse of each of the two class
-images and of the query are refit (full preset, parses fixed) under every setting given, and the
+images and of the query are refit (full preset, parses fixed) under every setting given, by the
+contender's pair function (:func:`conceptlearn.inference.classify.score_pairs`), and the
 two-way terms are printed: ``fwd`` (class parse -> query), ``back - own`` (query parse -> class
 image, minus the class parse refit to its own image) and the margin of the true class over the
 winner (positive: the error is fixed).
@@ -14,19 +15,21 @@ winner (positive: the error is fixed).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from conceptlearn.datasets.episodes import load_episode, load_runs
-from conceptlearn.inference.classify import FULL, parse_images
-from conceptlearn.inference.fit import fit_token
+from conceptlearn.inference.classify import FULL, score_pairs, self_scores
+from conceptlearn.inference.config import preset
+from conceptlearn.inference.fit import parse_images
 from conceptlearn.model.library import load_library
 
-_fit = jax.jit(fit_token, static_argnames=("cfg", "n_steps"))
+
+def best(parses):
+    """The best parse of each image: leading axes ``(n, 1)``."""
+    return jax.tree.map(lambda x: x[:, :1], parses)
 
 
 def main(argv=None) -> int:
@@ -43,20 +46,18 @@ def main(argv=None) -> int:
     for case in args.cases:
         run, query, true, winner = (int(x) for x in case.split(","))
         episode = load_episode(runs[run - 1], source)
-        classes = episode.support[[true, winner], 0]
-        q_image = jnp.asarray(episode.queries[query])
-        c_parses = parse_images(classes, FULL, 0, library)
-        q_parse = parse_images(np.asarray(q_image)[None], FULL, 1, library)
+        classes = episode.support[[true, winner], 0]  # (2, 105, 105)
+        c_parses = best(parse_images(classes, FULL, 0, library))
+        q_image = episode.queries[query][None]  # (1, 105, 105)
+        q_parse = best(parse_images(q_image, FULL, 0, library))
         for overrides in settings:
-            cfg = dataclasses.replace(FULL, **overrides)
-            terms = []
-            for i in range(2):
-                image = jnp.asarray(classes[i])
-                points, mask = c_parses.points[i, 0], c_parses.mask[i, 0]
-                fwd = _fit(points, mask, q_image, cfg)[0]
-                back = _fit(q_parse.points[0, 0], q_parse.mask[0, 0], image, cfg)[0]
-                own = _fit(points, mask, image, cfg)[0]
-                terms.append((float(fwd), float(back - own)))
+            cfg = preset(overrides=overrides)
+            steps = dict(n_steps=cfg.refit_steps, n_coarse=cfg.refit_coarse_steps)
+            pair = score_pairs(c_parses, classes, q_parse, q_image, np.arange(2),
+                               np.zeros(2, int), cfg, **steps)  # (2, 1) each way
+            own = self_scores(c_parses, classes, cfg, **steps)
+            terms = [(float(pair.forward[i, 0]), float(pair.backward[i, 0] - own[i, 0]))
+                     for i in range(2)]
             margin = sum(terms[0]) - sum(terms[1])
             print(
                 f"run {run} query {query} {overrides}: true fwd {terms[0][0]:.0f} "

@@ -1,11 +1,13 @@
-"""Screen a ``bpl`` setting on chosen dev runs, with the per-run keys the harness would use.
+"""Screen a ``bpl`` setting on chosen dev runs, exactly as the harness would score them.
 
 Tuning aid: the harness only takes the first N runs, while the errors concentrate in a few
-(dev runs 11, 21, 23, 24 and 25 hold a third of them). Same per-run keys as
-``conceptlearn evaluate --runs dev``, so each run's errors match the harness's for that setting.
+(dev runs 11, 21, 23, 24 and 25 hold a third of them). The contender's parses depend only on
+each image and the seed, so each run's errors match ``conceptlearn evaluate --runs dev``'s for
+that setting. ``--parse-cache`` shares parses between screens of settings that only change the
+scoring (and with the harness's cache).
 
     python scripts/bpl_screen.py --library results/small1.npz --runs 11 21 23 24 25 \
-        --out results/screen.json [--set KEY=VALUE ...]
+        --out results/screen.json [--set KEY=VALUE ...] [--parse-cache DIR]
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from conceptlearn.cli import parse_key_values
 from conceptlearn.contenders import make_contender
 from conceptlearn.datasets.episodes import load_episode, load_runs
-from conceptlearn.evaluate import run_keys
+from conceptlearn.overrides import parse_key_values
 
 
 def main(argv=None) -> int:
@@ -30,22 +31,25 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="output JSON")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--parse-cache", default=None, metavar="DIR", help="parse cache folder")
     args = parser.parse_args(argv)
     runs, source = load_runs("dev")
     bad = [r for r in args.runs if not 1 <= r <= len(runs)]
     if bad:
         parser.error(f"--runs: {bad} outside 1-{len(runs)}")
     overrides = parse_key_values(args.set) or None
-    bpl = make_contender("bpl", seed=args.seed, library=args.library, overrides=overrides)
+    bpl = make_contender(
+        "bpl", seed=args.seed, library=args.library, overrides=overrides,
+        parse_cache=args.parse_cache,
+    )
     errors: dict[str, int] = {}
     n_queries = 0
     for number in args.runs:
         i = number - 1
         episode = load_episode(runs[i], source)
-        fit_key, score_key, _ = run_keys(args.seed, i)
         start = time.perf_counter()
-        state = bpl.fit(episode.support, key=fit_key)
-        scores = np.asarray(bpl.scores(state, episode.queries, key=score_key))
+        state = bpl.fit(episode.support)
+        scores = np.asarray(bpl.scores(state, episode.queries))
         errors[runs[i].name] = int((scores.argmax(1) != episode.labels).sum())
         n_queries += len(episode.labels)
         print(

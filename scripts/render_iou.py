@@ -87,18 +87,15 @@ def sweep(images, drawn, offset, spread, widths, n_samples):
     return ious.mean(axis=1)
 
 
-_render = jax.jit(
-    jax.vmap(render, in_axes=(0, 0, None, None, None)),
-    static_argnames=("n_samples", "total_samples"),
-)
+_render = jax.jit(jax.vmap(render, in_axes=(0, 0, None, None)), static_argnames=("n_samples",))
 
 
-def evaluate(images, drawn, offset, ink, n_samples, total_samples=None):
+def evaluate(images, drawn, offset, ink, n_samples):
     """Per image ``(iou, precision, recall)`` arrays of ``render > 1/2`` against the images."""
     out = np.zeros((3, len(drawn)))
     for idx, points, mask in batches(drawn):
         shifted = jnp.asarray(points + np.float32(offset))
-        rendered = _render(shifted, mask, ink, n_samples, total_samples) > 0.5
+        rendered = _render(shifted, mask, ink, n_samples) > 0.5
         out[:, idx] = np.stack([np.asarray(s) for s in _scores(rendered, images[idx])])
     return out
 
@@ -121,9 +118,6 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/render_iou.json"))
     parser.add_argument("--fit-drawers", type=int, default=4, help="small1 drawers used to fit")
     parser.add_argument("--n-samples", type=int, default=256, help="arc samples per stroke")
-    parser.add_argument(
-        "--total-samples", type=int, default=None, help="with --eval-only: shared sample budget"
-    )
     parser.add_argument("--spacing", type=float, default=1.0, help="stroke resampling (px)")
     parser.add_argument("--quick", action="store_true", help="tiny subsets (smoke test)")
     parser.add_argument(
@@ -139,14 +133,11 @@ def main(argv=None) -> int:
     if args.quick:
         small1, held_out = small1[::20], held_out[::20]
     report["n_samples"] = args.n_samples
-    report["total_samples"] = args.total_samples
     if args.eval_only:
         images, drawn, _ = load("small2", args.root, held_out, range(1, 21), args.spacing)
         report["held_out_alphabets"] = sorted({a for a, _ in held_out})
         report["default_ink"] = DEFAULT_INK._asdict()
-        scores = evaluate(
-            images, drawn, (0.0, 0.0), DEFAULT_INK, args.n_samples, args.total_samples
-        )
+        scores = evaluate(images, drawn, (0.0, 0.0), DEFAULT_INK, args.n_samples)
         report["held_out"] = summary(scores)
         print("held_out", report["held_out"], flush=True)
         return _write(report, args.out, t0)

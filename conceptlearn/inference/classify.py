@@ -132,7 +132,8 @@ def score_pairs(
     """:func:`pair_terms` of the pairs ``(c_index[m], q_index[m])``: class parses and images
     with leading axis ``N_c``, query parses and images with leading axis ``N_q``, index arrays
     ``int (M,)`` -> :class:`PairTerms` of ``f32 (M, K)``. Pairs run in chunks of
-    ``cfg.pair_chunk`` (one compiled shape), each chunk sharded over the local devices."""
+    ``cfg.pair_chunk`` (one compiled shape; fewer when there are fewer pairs), each chunk
+    sharded over the local devices."""
     c_index, q_index = np.asarray(c_index, np.int32), np.asarray(q_index, np.int32)
     m = len(c_index)
     k = c_parses.mask.shape[1]
@@ -140,7 +141,9 @@ def score_pairs(
         return PairTerms(np.zeros((0, k), np.float32), np.zeros((0, k), np.float32))
     mesh = _mesh()
     n_dev = 1 if mesh is None else mesh.size
-    chunk = -(-min(cfg.pair_chunk, m) // n_dev) * n_dev
+    per_call = cfg.pair_chunk or (64 if jax.default_backend() == "cpu" else 1024 * n_dev)
+    # fewer pairs than a chunk: the next power of two, so that few shapes are ever compiled
+    chunk = -(-min(per_call, 1 << (m - 1).bit_length()) // n_dev) * n_dev
     total = -(-m // chunk) * chunk
     c_index = np.concatenate([c_index, np.full(total - m, c_index[0], np.int32)])
     q_index = np.concatenate([q_index, np.full(total - m, q_index[0], np.int32)])

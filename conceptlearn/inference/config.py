@@ -74,7 +74,7 @@ class BPLConfig(FitConfig):
     prune_width: int = 1000  # classes per query kept for the two-way refits (>= n_way: all)
     prune_steps: int = 6  # coarse refit steps of the cheap pruning score (0: no refit)
     two_way: bool = True  # False: one-way score log P(I_T | I_C) only
-    pair_chunk: int = 64  # (query, support image) pairs per jitted call (fixed shape)
+    pair_chunk: int = 0  # (query, support image) pairs per jitted call (0: 64 on CPU, 1024 else)
 
 
 FULL = BPLConfig()
