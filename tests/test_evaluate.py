@@ -156,3 +156,31 @@ def test_workers_give_the_same_results_as_one_process(
         evaluate_contender(
             OverlapContender(), tiny_runs, small1_images, tmp_path / "x.json", workers=2
         )
+
+
+def test_k_sweep_files_equal_separate_evaluations(small1_images, tmp_path):
+    """--ks writes, for each k, the file a separate evaluation of the first k shots writes; the
+    first k shots of the k_max run set are the k run set (paired drawers)."""
+    from conceptlearn.evaluate import first_shots, sweep_outputs, sweep_spec
+
+    run_set = generate_run_set(
+        small1_images, small1_images.alphabets, n_runs=3, n_way=4, max_k=3, seed=1
+    )
+    runs = run_set_runs(run_set, 3)
+    for k in (1, 2):
+        assert [first_shots(r, k) for r in runs] == run_set_runs(run_set, k)
+    sweep = evaluate_contender(
+        OverlapContender(), runs, small1_images, tmp_path / "s.json", runs_spec="tiny-k3",
+        ks=[2, 1], progress=False,
+    )
+    assert sorted(sweep) == [1, 2]
+    assert sweep_outputs(tmp_path / "s.json", [1]) == {1: tmp_path / "s_k1.json"}
+    for k in (1, 2):
+        alone = evaluate_contender(
+            OverlapContender(), run_set_runs(run_set, k), small1_images, tmp_path / f"a{k}.json",
+            runs_spec=sweep_spec("tiny-k3", k), progress=False,
+        )
+        swept = json.loads((tmp_path / f"s_k{k}.json").read_text())
+        assert _strip_timings(swept) == _strip_timings(alone)
+    with pytest.raises(ValueError, match="--ks must lie"):
+        evaluate_contender(OverlapContender(), runs, small1_images, tmp_path / "x.json", ks=[4])

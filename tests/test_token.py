@@ -180,3 +180,22 @@ def test_tokens_render(library, type_, tokens):
         lambda s: render(*token_trajectories(_one(tokens, 0)._replace(shapes=s))).sum()
     )(tokens.shapes[0])
     assert np.all(np.isfinite(np.asarray(grad)))
+
+
+def test_trajectory_token_samples_match_the_log_prior():
+    """-2 log P(token) of samples is chi-square with one degree per live variable: its mean and
+    variance are the number of live variables and twice it (the sampler and the score agree)."""
+    from conceptlearn.inference.config import FULL
+    from conceptlearn.model.token import sample_token_noise, token_log_prior
+
+    mask = np.zeros((4, 6), bool)
+    mask[0], mask[1, :3] = True, True  # 9 live points, 2 live strokes, 1 stroke empty
+    live = 2 * 9 + 2 * 2 + 2 + 2 + 3  # motor, stroke shifts, scale, shift, width/rotation/shear
+    keys = jax.random.split(jax.random.key(0), 4000)
+    draw = jax.jit(jax.vmap(lambda k: sample_token_noise(FULL, jnp.asarray(mask), key=k)))
+    tokens = draw(keys)
+    stat = -2 * np.asarray(jax.vmap(lambda t: token_log_prior(t, jnp.asarray(mask), FULL))(tokens))
+    assert abs(stat.mean() - live) < 4 * np.sqrt(2 * live / len(keys))
+    assert abs(stat.var() / (2 * live) - 1) < 0.15
+    assert float(jnp.abs(tokens.motor[:, 1, 3:]).max()) == 0.0  # masked points stay put
+    assert float(jnp.abs(tokens.stroke_shift[:, 3]).max()) == 0.0

@@ -44,7 +44,14 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from conceptlearn.inference.config import FULL, PARSE_FIELDS, QUICK, BPLConfig, preset
+from conceptlearn.inference.config import (
+    FULL,
+    PARSE_FIELDS,
+    QUICK,
+    BPLConfig,
+    learned_noise,
+    preset,
+)
 from conceptlearn.inference.fit import COARSE, TRACE_COUNT, Parse, parse_images, refit_token
 from conceptlearn.model.render import IMAGE_SIZE
 
@@ -300,17 +307,18 @@ class BPLContender:
 
     def __init__(self, cfg: BPLConfig, seed: int = 0, library: str | None = None,
                  parse_cache: str | None = None):
-        self.cfg = cfg
-        self.seed = seed
-        self.library = library
-        self.config = {**dataclasses.asdict(cfg), "library": library}
         self._library = None
         self._library_digest = None
-        if library is not None and cfg.type_prior:
+        if library is not None and (cfg.type_prior or cfg.learned_noise):
             from conceptlearn.model.library import load_library
 
             self._library = load_library(library)
             self._library_digest = [np.asarray(x) for x in self._library]
+            cfg = learned_noise(cfg, self._library)
+        self.cfg = cfg
+        self.seed = seed
+        self.library = library
+        self.config = {**dataclasses.asdict(cfg), "library": library}
         self._store = None
         if parse_cache is not None:
             from conceptlearn.cache import ArrayStore

@@ -58,6 +58,7 @@ class FitConfig:
     smooth_sigma: float = 2.0  # px: std of a trajectory's second differences (stand-in prior)
     stroke_cost: float = 20.0  # nats per stroke (stand-in prior)
     type_prior: bool = True  # weigh parses by log P(type) under the library (else stand-in)
+    learned_noise: bool = True  # token sigmas from the library where it has them (learned_noise())
     motor_sigma: float = 0.7  # px: std of the motor noise at each point (token prior)
     stroke_sigma: float = 5.0  # px: std of each stroke's shift (token prior)
     width_sigma: float = 0.3  # std of the log pen width (token prior)
@@ -75,6 +76,23 @@ class BPLConfig(FitConfig):
     prune_steps: int = 6  # coarse refit steps of the cheap pruning score (0: no refit)
     two_way: bool = True  # False: one-way score log P(I_T | I_C) only
     pair_chunk: int = 0  # (query, support image) pairs per jitted call (0: 64 on CPU, 1024 else)
+
+
+def learned_noise(cfg: FitConfig, library) -> FitConfig:
+    """``cfg`` with the token noise learned into ``library`` (how the 20 drawers of a background
+    character differ) where the refit's token has the same variable: the relation jitter of each
+    stroke (``position_noise_sd``), the scale and shift of the affine warp (``affine_sd``, mean
+    over the two axes). Motor noise at every trajectory point, rotation, shear and pen width
+    have no counterpart in the library's spline token and keep ``cfg``'s values."""
+    if library is None or not cfg.learned_noise:
+        return cfg
+    affine_sd = [float(x) for x in library.affine_sd]
+    return dataclasses.replace(
+        cfg,
+        stroke_sigma=round(float(library.position_noise_sd), 4),
+        scale_sigma=round((affine_sd[0] + affine_sd[1]) / 2, 4),
+        shift_sigma=round((affine_sd[2] + affine_sd[3]) / 2, 4),
+    )
 
 
 FULL = BPLConfig()

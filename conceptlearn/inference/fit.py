@@ -32,7 +32,16 @@ import optax
 from conceptlearn.inference.config import FitConfig
 from conceptlearn.inference.proposals import propose
 from conceptlearn.model.image import coarse_target, level_log_likelihood, pixel_probs
-from conceptlearn.model.render import DEFAULT_INK, InkParams, render
+from conceptlearn.model.render import render
+from conceptlearn.model.token import (
+    TrajectoryToken as Token,
+)
+from conceptlearn.model.token import (
+    centre_of_mass,
+    token_ink,
+    token_log_prior,
+    token_points,
+)
 
 __all__ = ["FitConfig", "Parse", "Token", "fit_token", "parse_images", "refit_token"]
 
@@ -203,63 +212,6 @@ def parse_image(image: np.ndarray, cfg: FitConfig, *, seed: int = 0, library=Non
     return jax.tree.map(lambda x: x[0], parse_images(np.asarray(image)[None], cfg, seed, library))
 
 
-class Token(NamedTuple):
-    """Token variables of a refit: ``log_scale f32 (2,)``, ``shift f32 (2,)`` px,
-    ``stroke_shift f32 (S, 2)`` px per stroke (relation jitter), ``motor f32 (S, P, 2)`` px
-    motor noise at every point, ``log_width f32 ()`` pen width relative to the default ink,
-    ``rotation f32 ()`` rad and ``shear f32 ()``."""
-
-    log_scale: jax.Array
-    shift: jax.Array
-    stroke_shift: jax.Array
-    motor: jax.Array
-    log_width: jax.Array
-    rotation: jax.Array
-    shear: jax.Array
-
-
-def token_affine(token: Token) -> jax.Array:
-    """The token's linear map ``f32 (2, 2)`` on (col, row) offsets: rotation @ shear @ scale."""
-    cos, sin = jnp.cos(token.rotation), jnp.sin(token.rotation)
-    rotation = jnp.stack([jnp.stack([cos, -sin]), jnp.stack([sin, cos])])
-    shear = jnp.eye(2) + token.shear * jnp.asarray([[0.0, 1.0], [0.0, 0.0]])
-    return rotation @ shear @ jnp.diag(jnp.exp(token.log_scale))
-
-
-def _centre(points, mask) -> jax.Array:
-    """Centre of mass ``f32 (2,)`` of the valid points of ``points f32 (S, P, 2)``."""
-    w = mask[..., None].astype(points.dtype)
-    return jnp.sum(points * w, (0, 1)) / jnp.maximum(jnp.sum(w), 1.0)
-
-
-def token_points(points, mask, token: Token) -> jax.Array:
-    """Apply ``token`` to a parse's ``points f32 (S, P, 2)``: motor noise and each stroke's
-    shift, then the affine map (:func:`token_affine`) about the parse's centre of mass, then
-    the global shift."""
-    centre = _centre(points, mask)
-    moved = points + token.motor + token.stroke_shift[:, None]
-    return (moved - centre[None, None]) @ token_affine(token).T + (centre + token.shift)[None, None]
-
-
-def token_ink(token: Token) -> InkParams:
-    """The pen of ``token``: default ink with spread and gain both scaled by ``exp(log_width)``,
-    which scales the line profile's width and keeps its peak."""
-    w = jnp.exp(token.log_width)
-    return InkParams(spread=DEFAULT_INK.spread * w, gain=DEFAULT_INK.gain * w)
-
-
-def token_log_prior(token: Token, mask, cfg: FitConfig) -> jax.Array:
-    """Gaussian token prior (without normalising constants): ``f32 ()``."""
-    motor = jnp.sum(jnp.where(mask[..., None], token.motor**2, 0.0)) / cfg.motor_sigma**2
-    used = jnp.any(mask, -1)[:, None]
-    jitter = jnp.sum(jnp.where(used, token.stroke_shift**2, 0.0)) / cfg.stroke_sigma**2
-    scale = jnp.sum(token.log_scale**2) / cfg.scale_sigma**2
-    shift = jnp.sum(token.shift**2) / cfg.shift_sigma**2
-    width = token.log_width**2 / cfg.width_sigma**2
-    affine = token.rotation**2 / cfg.rotate_sigma**2 + token.shear**2 / cfg.shear_sigma**2
-    return -0.5 * (motor + jitter + scale + shift + width + affine)
-
-
 # Preconditioning: the optimiser sees log-scale, rotation, shear and log-width in px at these
 # radii, so one learning rate (px per step) fits every variable.
 _SCALE_PX = 30.0
@@ -296,7 +248,7 @@ def fit_token(
     steps = cfg.refit_steps if n_steps is None else n_steps
     coarse = cfg.refit_coarse_steps if n_coarse is None else n_coarse
     tgt = targets(image)
-    shift0 = jnp.where(jnp.any(image), ink_centre(image) - _centre(points, mask), 0.0)
+    shift0 = jnp.where(jnp.any(image), ink_centre(image) - centre_of_mass(points, mask), 0.0)
     zero = jnp.zeros(())
     n_strokes = points.shape[0]
     u0 = Token(jnp.zeros(2), shift0, jnp.zeros((n_strokes, 2)), jnp.zeros_like(points), zero,

@@ -6,6 +6,10 @@ the centre of mass, then shift); the ink parameters (blur sigma, pixel-flip epsi
 the token too. Written once as the numpyro model ``token_model``; ``sample_token`` runs it and
 ``token_log_prob`` scores a given token. ``token_trajectories`` turns a token into the polylines
 that ``render`` inks.
+
+The token of a *parse* (free trajectories found by inference, not spline sub-strokes) is the
+:class:`TrajectoryToken`: ``token_log_prior`` scores it in every refit, ``sample_token_noise``
+draws it, ``token_points`` applies it; its noise comes from the same library.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from conceptlearn.model.library import (
     START_OF,
     Library,
 )
+from conceptlearn.model.render import DEFAULT_INK, InkParams
 from conceptlearn.model.splines import bspline_basis
 from conceptlearn.model.type_prior import Type, masks, stroke_control_points
 
@@ -177,3 +182,88 @@ def token_trajectories(token: Token) -> tuple[jnp.ndarray, jnp.ndarray]:
     scale, shift, com = token.affine[None, None, :2], token.affine[None, None, 2:], com[None, None]
     warped = (points - com) * scale + com + shift
     return warped, mask
+
+
+# ------------------------------------------------ a token of a parse (free trajectories)
+# The token of a parse found by refinement: the parse's trajectories moved by motor noise at
+# every point, a shift of each stroke (relation jitter) and a global affine map and pen width.
+# Inference refits it to other images (conceptlearn.inference.fit.fit_token); generation
+# samples it (sample_token_noise). The standard deviations are the library's learned token
+# noise where the model has the variable (conceptlearn.inference.config.learned_noise).
+
+class TrajectoryToken(NamedTuple):
+    """Token variables of a refit: ``log_scale f32 (2,)``, ``shift f32 (2,)`` px,
+    ``stroke_shift f32 (S, 2)`` px per stroke (relation jitter), ``motor f32 (S, P, 2)`` px
+    motor noise at every point, ``log_width f32 ()`` pen width relative to the default ink,
+    ``rotation f32 ()`` rad and ``shear f32 ()``."""
+
+    log_scale: jax.Array
+    shift: jax.Array
+    stroke_shift: jax.Array
+    motor: jax.Array
+    log_width: jax.Array
+    rotation: jax.Array
+    shear: jax.Array
+
+
+def token_affine(token: TrajectoryToken) -> jax.Array:
+    """The token's linear map ``f32 (2, 2)`` on (col, row) offsets: rotation @ shear @ scale."""
+    cos, sin = jnp.cos(token.rotation), jnp.sin(token.rotation)
+    rotation = jnp.stack([jnp.stack([cos, -sin]), jnp.stack([sin, cos])])
+    shear = jnp.eye(2) + token.shear * jnp.asarray([[0.0, 1.0], [0.0, 0.0]])
+    return rotation @ shear @ jnp.diag(jnp.exp(token.log_scale))
+
+
+def centre_of_mass(points, mask) -> jax.Array:
+    """Centre of mass ``f32 (2,)`` of the valid points of ``points f32 (S, P, 2)``."""
+    w = mask[..., None].astype(points.dtype)
+    return jnp.sum(points * w, (0, 1)) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+def token_points(points, mask, token: TrajectoryToken) -> jax.Array:
+    """Apply ``token`` to a parse's ``points f32 (S, P, 2)``: motor noise and each stroke's
+    shift, then the affine map (:func:`token_affine`) about the parse's centre of mass, then
+    the global shift."""
+    centre = centre_of_mass(points, mask)
+    moved = points + token.motor + token.stroke_shift[:, None]
+    return (moved - centre[None, None]) @ token_affine(token).T + (centre + token.shift)[None, None]
+
+
+def token_ink(token: TrajectoryToken) -> InkParams:
+    """The pen of ``token``: default ink with spread and gain both scaled by ``exp(log_width)``,
+    which scales the line profile's width and keeps its peak."""
+    w = jnp.exp(token.log_width)
+    return InkParams(spread=DEFAULT_INK.spread * w, gain=DEFAULT_INK.gain * w)
+
+
+def token_log_prior(token: TrajectoryToken, mask, noise) -> jax.Array:
+    """``log P(token)`` without its normalising constants, ``f32 ()``: independent zero-mean
+    Gaussians with the standard deviations of ``noise`` (any object with the ``*_sigma``
+    fields of :class:`conceptlearn.inference.config.FitConfig`). :func:`sample_token_noise`
+    draws from the same density."""
+    motor = jnp.sum(jnp.where(mask[..., None], token.motor**2, 0.0)) / noise.motor_sigma**2
+    used = jnp.any(mask, -1)[:, None]
+    jitter = jnp.sum(jnp.where(used, token.stroke_shift**2, 0.0)) / noise.stroke_sigma**2
+    scale = jnp.sum(token.log_scale**2) / noise.scale_sigma**2
+    shift = jnp.sum(token.shift**2) / noise.shift_sigma**2
+    width = token.log_width**2 / noise.width_sigma**2
+    affine = token.rotation**2 / noise.rotate_sigma**2 + token.shear**2 / noise.shear_sigma**2
+    return -0.5 * (motor + jitter + scale + shift + width + affine)
+
+
+
+def sample_token_noise(noise, mask, *, key: jax.Array) -> TrajectoryToken:
+    """Draw a :class:`TrajectoryToken` for a parse with ``mask bool (S, P)`` from the density
+    that :func:`token_log_prior` scores (masked points and strokes get zeros)."""
+    S, P = mask.shape
+    keys = jax.random.split(key, 7)
+    used = jnp.any(mask, -1)
+    return TrajectoryToken(
+        log_scale=noise.scale_sigma * jax.random.normal(keys[0], (2,)),
+        shift=noise.shift_sigma * jax.random.normal(keys[1], (2,)),
+        stroke_shift=jnp.where(used[:, None], noise.stroke_sigma * jax.random.normal(keys[2], (S, 2)), 0.0),
+        motor=jnp.where(mask[..., None], noise.motor_sigma * jax.random.normal(keys[3], (S, P, 2)), 0.0),
+        log_width=noise.width_sigma * jax.random.normal(keys[4], ()),
+        rotation=noise.rotate_sigma * jax.random.normal(keys[5], ()),
+        shear=noise.shear_sigma * jax.random.normal(keys[6], ()),
+    )
