@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-IMAGE_SIZE = 105
+from conceptlearn.datasets.omniglot import IMAGE_SIZE
 
 # How many times each jitted function has been traced (tests assert no retrace).
 TRACE_COUNTS: collections.Counter[str] = collections.Counter()

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from conceptlearn.datasets.omniglot import IMAGE_SIZE
 from conceptlearn.model.library import (
     BLUR_RANGE,
     END_OF,
@@ -46,8 +47,6 @@ from conceptlearn.model.type_prior import (
     type_from_splines,
     type_marginal_log_prob,
 )
-
-IMAGE_SIZE = 105.0
 
 
 @dataclass(frozen=True)
@@ -223,7 +222,7 @@ def _primitive_only_library(primitives: dict[str, np.ndarray]) -> Library:
         "n_sub_probs": np.full((MAX_STROKES, MAX_SUBSTROKES), 1 / MAX_SUBSTROKES),
         "relation_probs": np.full(4, 0.25),
         "position_weights": np.ones(1),
-        "position_centers": np.full((1, 2), IMAGE_SIZE / 2),
+        "position_centers": np.full((1, 2), IMAGE_SIZE / 2.0),
         "position_sd": 10.0,
         "shape_noise_sd": 0.1,
         "log_scale_noise_sd": 0.1,

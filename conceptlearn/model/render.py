@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-IMAGE_SIZE = 105
+from conceptlearn.datasets.omniglot import IMAGE_SIZE
+
 N_SAMPLES = 128  # arc samples per stroke; at DEFAULT_INK edges ripple < 0.1 px up to ~250 px
 DOT_LENGTH = 1.0  # a stroke shorter than this (a dot) gets this much line's worth of ink
 _TINY = 1e-12
