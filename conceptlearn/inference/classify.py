@@ -383,6 +383,14 @@ def make_contender(
     overrides: dict[str, Any] | None = None,
     parse_cache: str | None = None,
 ) -> BPLContender:
-    """The ``bpl`` contender: ``QUICK`` or ``FULL`` preset, with ``overrides`` (field -> value)."""
+    """The ``bpl`` contender: ``QUICK`` or ``FULL`` preset, with ``overrides`` (field -> value).
+    ``library``: a library ``.npz``; None: the shipped small1 library
+    (:func:`conceptlearn.shipped.default_library_path`); ``"standin"``: the stand-in prior."""
+    from conceptlearn.shipped import STANDIN, default_library_path
+
+    if library is None:
+        library = str(default_library_path())
+    elif library == STANDIN:
+        library = None
     return BPLContender(preset(quick, overrides), seed=seed, library=library,
                         parse_cache=parse_cache)
