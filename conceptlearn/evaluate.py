@@ -15,23 +15,25 @@ import functools
 import json
 import multiprocessing
 import os
+import pickle
 import platform
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
 from conceptlearn.contenders import Contender, make_contender
 from conceptlearn.datasets.episodes import Run, load_episode, load_runs, run_set_digest
-from conceptlearn.experiments.shifts import apply_shift, parse_shift
+from conceptlearn.experiments.shifts import apply_shift, parse_shift, shift_images
 from conceptlearn.overrides import parse_key_values
 
 RESULTS_VERSION = 1
@@ -92,9 +94,14 @@ def _summarise(results: dict) -> dict:
 
 
 def _identity(
-    contender: Contender, runs: Sequence[Run], runs_spec: str, seed: int, shift: str | None
+    contender: Contender,
+    runs: Sequence[Run],
+    runs_spec: str,
+    seed: int,
+    shift: str | None,
+    shift_support: bool = False,
 ) -> dict[str, Any]:
-    return {
+    identity = {
         "model": contender.name,
         "config": contender.config,
         "runs_spec": str(runs_spec),
@@ -102,6 +109,9 @@ def _identity(
         "seed": seed,
         "shift": shift,
     }
+    if shift_support:  # only when set, so earlier query-only files keep their identity
+        identity["shift_support"] = True
+    return identity
 
 
 def run_keys(seed: int, index: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -136,6 +146,20 @@ def _entry(run: Run, scores: np.ndarray, labels: np.ndarray, seconds: float, nam
     }
 
 
+def shifted_support(spec: str, support: np.ndarray, key: jax.Array, donors: np.ndarray) -> np.ndarray:
+    """Shift ``support bool (n_way, k, 105, 105)``; shot ``s`` of class ``c`` gets the key
+    ``fold_in(fold_in(key, c), s)``, so the first k shots are shifted alike at every k (a k-sweep
+    equals separate evaluations). ``clutter`` draws its fragments from ``donors``."""
+    n_way, k = support.shape[:2]
+
+    def fold(parent, n):
+        return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(parent, jnp.arange(n))
+
+    keys = jax.vmap(lambda class_key: fold(class_key, k))(fold(key, n_way)).reshape(-1)
+    flat = support.reshape(n_way * k, *support.shape[2:])
+    return shift_images(spec, flat, keys, donors=donors).reshape(support.shape)
+
+
 def evaluate_run(contender: Contender, run: Run, source, index: int, seed: int, shift) -> dict:
     """Fit and score one run (the ``index``-th of its run set) -> its results entry."""
     return evaluate_run_ks(contender, run, source, index, seed, shift, None)[None]
@@ -148,16 +172,24 @@ def first_shots(run: Run, k: int) -> Run:
 
 
 def evaluate_run_ks(
-    contender: Contender, run: Run, source, index: int, seed: int, shift, ks
+    contender: Contender, run: Run, source, index: int, seed: int, shift, ks,
+    shift_support: bool = False,
 ) -> dict[int | None, dict]:
     """Fit and score one run at each ``k`` of ``ks`` (its first k shots per class; None: the
     run as it is) -> ``k -> results entry``. A contender with ``scores_for_ks`` scores every k
     from one fit to all shots (its entries' ``seconds`` is the whole sweep's); others are fitted
-    once per k."""
+    once per k. ``shift`` applies to the queries, and with ``shift_support`` to the support too
+    (:func:`shifted_support`; clutter from the run's clean queries)."""
     episode = load_episode(run, source)
     fit_key, score_key, shift_key = run_keys(seed, index)
     if shift is not None:
-        episode = episode._replace(queries=apply_shift(shift, episode.queries, shift_key))
+        queries = apply_shift(shift, episode.queries, shift_key)
+        if shift_support:
+            support_key = jax.random.fold_in(shift_key, 1)
+            episode = episode._replace(
+                support=shifted_support(shift, episode.support, support_key, episode.queries)
+            )
+        episode = episode._replace(queries=queries)
     if ks is None:
         start = time.perf_counter()
         state = contender.fit(episode.support, key=fit_key)
@@ -184,11 +216,11 @@ def evaluate_run_ks(
     }
 
 
-# A worker process's contender and image source, built once by ``_start_worker``.
-_WORKER: dict[str, Any] = {}
+# A worker process's contenders and image sources, built on first use by each pickled setup.
+_WORKER: dict[bytes, tuple[Contender, object]] = {}
 
 
-def _start_worker(setup: Callable[[], tuple[Contender, object]]) -> None:
+def _start_worker() -> None:
     parent = os.getppid()
 
     def exit_with_parent() -> None:  # a killed harness must not leave its workers behind
@@ -197,11 +229,24 @@ def _start_worker(setup: Callable[[], tuple[Contender, object]]) -> None:
         os._exit(1)
 
     threading.Thread(target=exit_with_parent, daemon=True).start()
-    _WORKER["contender"], _WORKER["source"] = setup()
 
 
-def _worker_run(run: Run, index: int, seed: int, shift, ks) -> dict:
-    return evaluate_run_ks(_WORKER["contender"], run, _WORKER["source"], index, seed, shift, ks)
+def make_pool(workers: int) -> ProcessPoolExecutor:
+    """``workers`` fresh processes for :func:`evaluate_contender`'s ``pool``; one pool can serve
+    many evaluations (each worker keeps the contenders it has built, so jitted code compiles once
+    per process)."""
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),  # jax is not fork-safe
+        initializer=_start_worker,
+    )
+
+
+def _worker_run(setup: bytes, run: Run, index: int, seed: int, shift, ks, shift_support) -> dict:
+    if setup not in _WORKER:
+        _WORKER[setup] = pickle.loads(setup)()
+    contender, source = _WORKER[setup]
+    return evaluate_run_ks(contender, run, source, index, seed, shift, ks, shift_support)
 
 
 def sweep_outputs(out: str | os.PathLike, ks: Sequence[int]) -> dict[int, Path]:
@@ -252,12 +297,16 @@ def evaluate_contender(
     workers: int = 1,
     worker_setup: Callable[[], tuple[Contender, object]] | None = None,
     ks: Sequence[int] | None = None,
+    shift_support: bool = False,
+    pool: Executor | None = None,
+    desc: str | None = None,
 ) -> dict:
     """Run ``contender`` on every run, writing ``out`` after each; resume from ``out`` if it
     holds a partial evaluation of the same model, config, seed, run set and shift.
 
     ``shift``: an out-of-distribution shift spec (``conceptlearn.experiments.shifts``, e.g.
-    ``"rotate=30"``) applied to every query image; the support images stay as they are.
+    ``"rotate=30"``) applied to every query image; the support images stay as they are unless
+    ``shift_support`` (then they are shifted too, see :func:`shifted_support`).
 
     ``ks``: a k-sweep. ``runs`` must have at least ``max(ks)`` shots per class; each k is
     scored on the first k shots and written to its own file (:func:`sweep_outputs`), the same
@@ -266,10 +315,12 @@ def evaluate_contender(
     ``workers > 1`` spreads the runs over that many fresh processes, each building its own
     contender and image source with ``worker_setup`` (a picklable callable returning
     ``(contender, source)`` equal to the ones given); results are the same as with one.
+    ``pool`` (from :func:`make_pool`) does the same in processes that outlive this call.
+    ``desc``: the progress bar's label (default: the contender's name).
 
     Returns the results dict (see the README for its fields).
     """
-    if workers > 1 and worker_setup is None:
+    if (workers > 1 or pool is not None) and worker_setup is None:
         raise ValueError("workers > 1 needs worker_setup to build the contender in each process")
     if ks is not None:
         ks = sorted(set(int(k) for k in ks))
@@ -285,7 +336,7 @@ def evaluate_contender(
     for k, path in outs.items():
         # JSON round trip so that tuples vs lists cannot make identical configs look different.
         identity = json.loads(
-            json.dumps(_identity(contender, run_sets[k], specs[k], seed, shift))
+            json.dumps(_identity(contender, run_sets[k], specs[k], seed, shift, shift_support))
         )
         finished[k] = _resume(path, identity)
         results[k] = {
@@ -296,7 +347,8 @@ def evaluate_contender(
         }
     done = [r.name for r in runs if all(r.name in f for f in finished.values())]
     bar = tqdm(
-        total=len(runs), initial=len(done), desc=contender.name, unit="run", disable=not progress
+        total=len(runs), initial=len(done), desc=desc or contender.name, unit="run",
+        disable=not progress,
     )
 
     def record(entries: dict) -> None:
@@ -310,19 +362,24 @@ def evaluate_contender(
         bar.set_postfix(error_pct=f"{partial['mean_error_pct']:.1f}")
 
     todo = [(i, run) for i, run in enumerate(runs) if run.name not in done]
-    if workers > 1 and todo:
-        with ProcessPoolExecutor(
-            max_workers=min(workers, len(todo)),
-            mp_context=multiprocessing.get_context("spawn"),  # jax is not fork-safe
-            initializer=_start_worker,
-            initargs=(worker_setup,),
-        ) as pool:
-            pending = [pool.submit(_worker_run, run, i, seed, shift, ks) for i, run in todo]
-            for done_run in as_completed(pending):
-                record(done_run.result())
+
+    def run_in(executor: Executor) -> None:
+        setup = pickle.dumps(worker_setup)
+        pending = [
+            executor.submit(_worker_run, setup, run, i, seed, shift, ks, shift_support)
+            for i, run in todo
+        ]
+        for done_run in as_completed(pending):
+            record(done_run.result())
+
+    if pool is not None and todo:
+        run_in(pool)
+    elif workers > 1 and todo:
+        with make_pool(min(workers, len(todo))) as own_pool:
+            run_in(own_pool)
     else:
         for i, run in todo:
-            record(evaluate_run_ks(contender, run, source, i, seed, shift, ks))
+            record(evaluate_run_ks(contender, run, source, i, seed, shift, ks, shift_support))
     bar.close()
     final = {}
     for k, path in outs.items():

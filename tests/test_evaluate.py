@@ -158,6 +158,28 @@ def test_workers_give_the_same_results_as_one_process(
         )
 
 
+def test_one_pool_serves_many_evaluations(tiny_runs, small1_images, omniglot_root, tmp_path):
+    """A pool from make_pool outlives an evaluation: two evaluations (one of them shifted) in
+    the same two worker processes give the results of one process."""
+    from conceptlearn.evaluate import make_pool
+
+    setup = functools.partial(_overlap_setup, omniglot_root)
+    with make_pool(2) as pool:
+        pooled = [
+            evaluate_contender(
+                OverlapContender(), tiny_runs, small1_images, tmp_path / f"p{i}.json",
+                shift=shift, progress=False, pool=pool, worker_setup=setup,
+            )
+            for i, shift in enumerate([None, "thicken=1"])
+        ]
+    for i, shift in enumerate([None, "thicken=1"]):
+        alone = evaluate_contender(
+            OverlapContender(), tiny_runs, small1_images, tmp_path / f"a{i}.json", shift=shift,
+            progress=False,
+        )
+        assert _strip_timings(pooled[i]) == _strip_timings(alone)
+
+
 def test_k_sweep_files_equal_separate_evaluations(small1_images, tmp_path):
     """--ks writes, for each k, the file a separate evaluation of the first k shots writes; the
     first k shots of the k_max run set are the k run set (paired drawers)."""

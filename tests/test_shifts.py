@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from conceptlearn.experiments.shifts import SHIFTS, apply_shift, parse_shift
+from conceptlearn.experiments.shifts import SEVERITIES, SHIFTS, apply_shift, parse_shift
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,9 @@ def test_every_shift_keeps_shape_and_is_deterministic(images):
         "thin": 1,
         "flip": 0.02,
         "occlude": 20,
+        "clutter": 20,
     }
-    assert set(specs) == set(SHIFTS)
+    assert set(specs) == set(SHIFTS) == set(SEVERITIES)
     for name, strength in specs.items():
         spec = f"{name}={strength}"
         a = apply_shift(spec, images, jax.random.key(0))
@@ -43,7 +44,8 @@ def test_every_shift_keeps_shape_and_is_deterministic(images):
 
 
 def test_zero_strength_is_identity(images):
-    for spec in ("rotate=0", "scale=1", "shear=0", "translate=0", "thicken=0", "thin=0", "flip=0"):
+    for spec in ("rotate=0", "scale=1", "shear=0", "translate=0", "thicken=0", "thin=0", "flip=0",
+                 "clutter=0"):
         np.testing.assert_array_equal(
             apply_shift(spec, images, jax.random.key(3)), images, err_msg=spec
         )
@@ -74,8 +76,39 @@ def test_rotation_by_180_degrees_is_a_point_reflection():
     )
 
 
+def test_clutter_adds_ink_of_another_image_only():
+    """Each image gains a fragment of another image's ink (its own ink stays); the fragment
+    grows with the radius and comes from the donors when they are given."""
+    a = np.zeros((2, 105, 105), dtype=bool)
+    a[0, 50:55, 10:95] = True  # a horizontal bar
+    a[1, 10:95, 50:55] = True  # a vertical bar
+    key = jax.random.key(0)
+    small, large = (apply_shift(f"clutter={r}", a, key) for r in (8, 30))
+    for out in (small, large):
+        assert (out >= a).all()  # ink is only added
+        assert (out & ~a).any(axis=(1, 2)).all()
+    assert ((large & ~a).sum(axis=(1, 2)) > (small & ~a).sum(axis=(1, 2))).all()
+    # image 0's added ink is a piece of the vertical bar: taller than wide
+    rows, cols = np.nonzero(large[0] & ~a[0])
+    assert np.ptp(rows) > np.ptp(cols)
+    donor = np.zeros((1, 105, 105), dtype=bool)
+    donor[0, 30:75, 30:75] = True  # a solid square: its fragment is a disc
+    blank = np.zeros((3, 105, 105), dtype=bool)
+    added = apply_shift("clutter=6", blank, key, donors=donor)
+    assert added.any(axis=(1, 2)).all()
+    assert (added.sum(axis=(1, 2)) <= np.pi * 36 + 1).all()
+
+
+def test_severities_are_valid_specs_mild_to_strong():
+    for name, strengths in SEVERITIES.items():
+        assert len(strengths) == (2 if name == "thin" else 3)
+        for strength in strengths:
+            parse_shift(f"{name}={strength}")
+        assert len(set(strengths)) == len(strengths)
+
+
 @pytest.mark.parametrize(
-    "spec", ["spin=3", "rotate", "rotate=abc", "thicken=1.5", "scale=0", "flip=2"]
+    "spec", ["spin=3", "rotate", "rotate=abc", "thicken=1.5", "scale=0", "flip=2", "clutter=-2"]
 )
 def test_bad_specs_are_named(spec):
     with pytest.raises(ValueError, match="--shift"):
@@ -111,3 +144,39 @@ def test_harness_shifts_queries_only(small1_images, tmp_path):
     )
     clean = small1_images.images(runs[0].queries)
     assert (seen["queries"].sum(axis=(1, 2)) > clean.sum(axis=(1, 2))).all()
+
+
+def test_harness_shifts_the_support_alike_at_every_k(small1_images, tmp_path):
+    """With shift_support the support is shifted too, each shot by its own class and shot, so a
+    k-sweep sees the same shifted first shots as a separate evaluation at that k."""
+    from conceptlearn.datasets.episodes import generate_run_set, run_set_runs
+    from conceptlearn.evaluate import evaluate_contender
+
+    seen = []
+
+    class Recorder:
+        name, config = "recorder", {}
+
+        def fit(self, support, *, key):
+            seen.append(np.asarray(support))
+            return None
+
+        def scores(self, state, queries, *, key):
+            return np.zeros((len(queries), 3))
+
+    run_set = generate_run_set(small1_images, ["Latin"], n_runs=1, n_way=3, max_k=2, seed=0)
+    runs = run_set_runs(run_set, 2)
+    results = evaluate_contender(
+        Recorder(), runs, small1_images, tmp_path / "r.json", shift="rotate=30", ks=[1, 2],
+        shift_support=True, progress=False,
+    )
+    assert results[1]["shift_support"] is True
+    one, two = seen  # fitted at k = 1, then k = 2
+    clean = small1_images.images([s[0] for s in runs[0].support])
+    assert (one[:, 0] != clean).any(axis=(1, 2)).all()
+    np.testing.assert_array_equal(one[:, 0], two[:, 0])
+    evaluate_contender(
+        Recorder(), run_set_runs(run_set, 1), small1_images, tmp_path / "k1.json",
+        shift="rotate=30", shift_support=True, progress=False,
+    )
+    np.testing.assert_array_equal(seen[-1], one)

@@ -1,13 +1,17 @@
 """Out-of-distribution shifts applied to query images at test time.
 
-A shift is a pure function ``(image bool (105, 105), key, strength) -> bool (105, 105)``; the
-harness applies it to every query of a run (the support stays clean), with a key derived from
-the seed and the run, so shifted evaluations are reproducible and resumable. Neither contender
-is trained on these transformations at these strengths: they probe generalisation.
+A shift is a pure function ``(image bool (105, 105), key, strength) -> bool (105, 105)``
+(``clutter`` also takes a donor image); the harness applies it to every query of a run (and,
+when asked, to the support), with a key derived from the seed and the run, so shifted
+evaluations are reproducible and resumable. Neither contender is trained on these
+transformations at these strengths: they probe generalisation.
 
 Spec strings name a shift and its strength, e.g. ``rotate=30`` (degrees, sign drawn at random),
 ``scale=0.7``, ``shear=0.4``, ``thicken=2`` (pixels), ``thin=1``, ``flip=0.02`` (pixel-flip
-probability), ``occlude=20`` (side of a blanked square, pixels), ``translate=15`` (pixels).
+probability), ``occlude=20`` (side of a blanked square, pixels), ``translate=15`` (pixels),
+``clutter=20`` (radius in pixels of a fragment of another character's ink added to the image).
+``SEVERITIES`` holds three strengths per family (``thin`` two), mild to strong, and ``UNITS``
+what they measure.
 """
 
 from __future__ import annotations
@@ -107,6 +111,21 @@ def occlude(image: jax.Array, key: jax.Array, side: int) -> jax.Array:
     return image & ~inside
 
 
+def clutter(image: jax.Array, key: jax.Array, radius: int, donor: jax.Array) -> jax.Array:
+    """Add a fragment of ``donor``'s ink (another character, ``bool (105, 105)``): its ink within
+    ``radius`` pixels of a random ink pixel, moved to a random place in the middle 60% of the
+    frame (stray strokes beside or across the character)."""
+    pick, place = jax.random.split(key)
+    weights = donor.ravel().astype(jnp.float32) + 1e-6
+    centre = jax.random.choice(pick, SIZE * SIZE, p=weights / weights.sum())
+    source = jnp.stack([centre // SIZE, centre % SIZE]).astype(jnp.float32)
+    rows, cols = jnp.arange(SIZE)[:, None], jnp.arange(SIZE)[None, :]
+    near = (rows - source[0]) ** 2 + (cols - source[1]) ** 2 < float(radius) ** 2
+    target = jnp.round(jax.random.uniform(place, (2,), minval=0.2 * SIZE, maxval=0.8 * SIZE))
+    # whole-pixel offsets: the bilinear warp moves the fragment exactly
+    return image | _warp(donor & near, jnp.eye(2), source - target)
+
+
 SHIFTS: dict[str, Callable] = {
     "rotate": rotate,
     "scale": scale,
@@ -116,8 +135,36 @@ SHIFTS: dict[str, Callable] = {
     "thin": thin,
     "flip": flip,
     "occlude": occlude,
+    "clutter": clutter,
 }
-_INTEGER = {"thicken", "thin", "occlude"}
+_INTEGER = {"thicken", "thin", "occlude", "clutter"}
+_NEEDS_DONOR = {"clutter"}
+
+# Three strengths per family, mild to strong, and the unit of each family's strength. ``thin``
+# has two: erosion by 3 px erases a quarter of the dev characters whole (and a shift that erases
+# everything leaves the image as it was), so a third level would measure less, not more.
+SEVERITIES: dict[str, tuple[float, ...]] = {
+    "rotate": (15, 30, 45),
+    "scale": (0.85, 0.7, 0.55),
+    "shear": (0.2, 0.4, 0.6),
+    "translate": (5, 10, 20),
+    "thicken": (1, 2, 3),
+    "thin": (1, 2),
+    "flip": (0.01, 0.02, 0.05),
+    "occlude": (15, 25, 35),
+    "clutter": (10, 20, 40),
+}
+UNITS: dict[str, str] = {
+    "rotate": "rotation (degrees)",
+    "scale": "scale factor",
+    "shear": "shear (column px per row px)",
+    "translate": "translation (px)",
+    "thicken": "dilation radius (px)",
+    "thin": "erosion radius (px)",
+    "flip": "pixel-flip probability",
+    "occlude": "blanked square side (px)",
+    "clutter": "clutter fragment radius (px)",
+}
 
 
 def parse_shift(spec: str) -> tuple[str, float]:
@@ -129,8 +176,8 @@ def parse_shift(spec: str) -> tuple[str, float]:
         strength = float(value)
     except ValueError:
         raise ValueError(f"--shift {spec!r}: strength {value!r} is not a number") from None
-    if name in _INTEGER and strength != int(strength):
-        raise ValueError(f"--shift {spec!r}: {name} takes a whole number of pixels")
+    if name in _INTEGER and (strength != int(strength) or strength < 0):
+        raise ValueError(f"--shift {spec!r}: {name} takes a whole number of pixels (>= 0)")
     if name == "scale" and strength <= 0:
         raise ValueError(f"--shift {spec!r}: scale factor must be positive")
     if name == "flip" and not 0 <= strength <= 1:
@@ -138,13 +185,37 @@ def parse_shift(spec: str) -> tuple[str, float]:
     return name, strength
 
 
-@partial(jax.jit, static_argnames=("name", "strength"))
-def _apply(images: jax.Array, key: jax.Array, name: str, strength: float) -> jax.Array:
-    keys = jax.random.split(key, images.shape[0])
-    return jax.vmap(lambda im, k: SHIFTS[name](im, k, strength))(images, keys)
+@partial(jax.jit, static_argnames=("name", "strength", "exclude_self"))
+def _apply(images, keys, donors, name: str, strength: float, exclude_self: bool) -> jax.Array:
+    def one(index, image, key):
+        if name not in _NEEDS_DONOR:
+            return SHIFTS[name](image, key, strength)
+        pick, key = jax.random.split(key)
+        m = donors.shape[0]
+        if exclude_self and m > 1:  # another image of the same batch
+            j = (index + 1 + jax.random.randint(pick, (), 0, m - 1)) % m
+        else:
+            j = jax.random.randint(pick, (), 0, m)
+        return SHIFTS[name](image, key, strength, donors[j])
+
+    return jax.vmap(one)(jnp.arange(images.shape[0]), images, keys)
 
 
-def apply_shift(spec: str, images: np.ndarray, key: jax.Array) -> np.ndarray:
-    """Apply shift ``spec`` to ``bool (n, 105, 105)`` images, one subkey per image."""
+def shift_images(
+    spec: str, images: np.ndarray, keys: jax.Array, *, donors: np.ndarray | None = None
+) -> np.ndarray:
+    """Apply shift ``spec`` to ``bool (n, 105, 105)`` images, image ``i`` with ``keys[i]`` (a key
+    array of shape ``(n,)``). ``clutter`` takes its fragments from ``donors bool (m, 105, 105)``
+    (default: the other images of ``images``)."""
     name, strength = parse_shift(spec)
-    return np.asarray(_apply(jnp.asarray(images, dtype=bool), key, name, strength))
+    images = jnp.asarray(images, dtype=bool)
+    pool = images if donors is None else jnp.asarray(donors, dtype=bool)
+    return np.asarray(_apply(images, keys, pool, name, strength, donors is None))
+
+
+def apply_shift(
+    spec: str, images: np.ndarray, key: jax.Array, *, donors: np.ndarray | None = None
+) -> np.ndarray:
+    """Apply shift ``spec`` to ``bool (n, 105, 105)`` images, one subkey of ``key`` per image
+    (see :func:`shift_images`)."""
+    return shift_images(spec, images, jax.random.split(key, len(images)), donors=donors)
