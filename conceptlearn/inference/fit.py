@@ -268,14 +268,15 @@ def fit_token(
         ll = level_log_lik(pts, mask, tgt[level], sigma, level, cfg, token_ink(tok))
         return ll + token_log_prior(tok, mask, cfg)
 
-    def fit_from(lr, blur_start):
-        u = _optimise(lambda u, s, lv: -objective(u, s, lv), u0, steps, coarse, lr, blur_start,
-                      cfg)
+    def fit_from(lr, blur_start, n):
+        u = _optimise(lambda u, s, lv: -objective(u, s, lv), u0, n, min(coarse, n), lr,
+                      blur_start, cfg)
         return objective(u, cfg.blur_sigma, score_level), u
 
-    score, u = fit_from(cfg.refit_lr, cfg.blur_start)
+    score, u = fit_from(cfg.refit_lr, cfg.blur_start, steps)
     if cfg.wide_lr > 0:  # static config: a far-reaching search as well; the better fit is kept
-        wide_score, wide_u = fit_from(cfg.wide_lr, cfg.wide_blur)
+        wide_steps = min(cfg.wide_steps or steps, steps)
+        wide_score, wide_u = fit_from(cfg.wide_lr, cfg.wide_blur, wide_steps)
         better = wide_score > score
         u = jax.tree.map(lambda a, b: jnp.where(better, b, a), u, wide_u)
         score = jnp.maximum(score, wide_score)
