@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "download": ("conceptlearn.datasets.download", "fetch the official Omniglot files"),
     "make-runs": ("conceptlearn.datasets.episodes", "write a run set as official-layout folders"),
     "evaluate": ("conceptlearn.evaluate", "run a contender on a run set -> results JSON"),
+    "compare": (
+        "conceptlearn.experiments.compare_cli",
+        "the comparison: sample efficiency, shifts, anytime -> results, summary, plots",
+    ),
     "pretrain-vit": ("conceptlearn.baselines.vit_train", "pretrain the ViT on background data"),
     "learn": ("conceptlearn.model.learn", "learn the generative model's library from strokes"),
     "sample": ("conceptlearn.model.sample", "sample new characters and exemplars as a grid"),

@@ -72,7 +72,9 @@ def versions() -> dict[str, str]:
     return found
 
 
-def _write_atomic(path: Path, payload: dict) -> None:
+def write_atomic(path: Path, payload: dict) -> None:
+    """Write ``payload`` as JSON to ``path`` through a temporary file, so a reader (or a process
+    killed mid-write) never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
@@ -146,7 +148,9 @@ def _entry(run: Run, scores: np.ndarray, labels: np.ndarray, seconds: float, nam
     }
 
 
-def shifted_support(spec: str, support: np.ndarray, key: jax.Array, donors: np.ndarray) -> np.ndarray:
+def shifted_support(
+    spec: str, support: np.ndarray, key: jax.Array, donors: np.ndarray
+) -> np.ndarray:
     """Shift ``support bool (n_way, k, 105, 105)``; shot ``s`` of class ``c`` gets the key
     ``fold_in(fold_in(key, c), s)``, so the first k shots are shifted alike at every k (a k-sweep
     equals separate evaluations). ``clutter`` draws its fragments from ``donors``."""
@@ -172,7 +176,13 @@ def first_shots(run: Run, k: int) -> Run:
 
 
 def evaluate_run_ks(
-    contender: Contender, run: Run, source, index: int, seed: int, shift, ks,
+    contender: Contender,
+    run: Run,
+    source,
+    index: int,
+    seed: int,
+    shift,
+    ks,
     shift_support: bool = False,
 ) -> dict[int | None, dict]:
     """Fit and score one run at each ``k`` of ``ks`` (its first k shots per class; None: the
@@ -347,7 +357,10 @@ def evaluate_contender(
         }
     done = [r.name for r in runs if all(r.name in f for f in finished.values())]
     bar = tqdm(
-        total=len(runs), initial=len(done), desc=desc or contender.name, unit="run",
+        total=len(runs),
+        initial=len(done),
+        desc=desc or contender.name,
+        unit="run",
         disable=not progress,
     )
 
@@ -357,7 +370,7 @@ def evaluate_contender(
             partial = _summarise(
                 {**results[k], "runs": [finished[k][r.name] for r in runs if r.name in finished[k]]}
             )
-            _write_atomic(outs[k], partial)
+            write_atomic(outs[k], partial)
         bar.update(1)
         bar.set_postfix(error_pct=f"{partial['mean_error_pct']:.1f}")
 
@@ -384,7 +397,7 @@ def evaluate_contender(
     final = {}
     for k, path in outs.items():
         final[k] = _summarise({**results[k], "runs": [finished[k][r.name] for r in runs]})
-        _write_atomic(path, final[k])
+        write_atomic(path, final[k])
     return final if ks is not None else final[None]
 
 
@@ -406,7 +419,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--limit", type=int, default=None, help="only the first N runs (for quick checks)"
     )
     parser.add_argument("--checkpoint", default=None, help="pretrained ViT checkpoint folder")
-    parser.add_argument("--library", default=None, help="generative-model library .npz")
+    parser.add_argument(
+        "--library",
+        default=None,
+        help="bpl's library .npz (default: the shipped small1 library; standin: the stand-in prior)",
+    )
     parser.add_argument(
         "--quick", action="store_true", default=None, help="the contender's quick preset"
     )

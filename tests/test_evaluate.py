@@ -167,14 +167,24 @@ def test_one_pool_serves_many_evaluations(tiny_runs, small1_images, omniglot_roo
     with make_pool(2) as pool:
         pooled = [
             evaluate_contender(
-                OverlapContender(), tiny_runs, small1_images, tmp_path / f"p{i}.json",
-                shift=shift, progress=False, pool=pool, worker_setup=setup,
+                OverlapContender(),
+                tiny_runs,
+                small1_images,
+                tmp_path / f"p{i}.json",
+                shift=shift,
+                progress=False,
+                pool=pool,
+                worker_setup=setup,
             )
             for i, shift in enumerate([None, "thicken=1"])
         ]
     for i, shift in enumerate([None, "thicken=1"]):
         alone = evaluate_contender(
-            OverlapContender(), tiny_runs, small1_images, tmp_path / f"a{i}.json", shift=shift,
+            OverlapContender(),
+            tiny_runs,
+            small1_images,
+            tmp_path / f"a{i}.json",
+            shift=shift,
             progress=False,
         )
         assert _strip_timings(pooled[i]) == _strip_timings(alone)

@@ -44,8 +44,16 @@ def test_every_shift_keeps_shape_and_is_deterministic(images):
 
 
 def test_zero_strength_is_identity(images):
-    for spec in ("rotate=0", "scale=1", "shear=0", "translate=0", "thicken=0", "thin=0", "flip=0",
-                 "clutter=0"):
+    for spec in (
+        "rotate=0",
+        "scale=1",
+        "shear=0",
+        "translate=0",
+        "thicken=0",
+        "thin=0",
+        "flip=0",
+        "clutter=0",
+    ):
         np.testing.assert_array_equal(
             apply_shift(spec, images, jax.random.key(3)), images, err_msg=spec
         )
@@ -167,8 +175,14 @@ def test_harness_shifts_the_support_alike_at_every_k(small1_images, tmp_path):
     run_set = generate_run_set(small1_images, ["Latin"], n_runs=1, n_way=3, max_k=2, seed=0)
     runs = run_set_runs(run_set, 2)
     results = evaluate_contender(
-        Recorder(), runs, small1_images, tmp_path / "r.json", shift="rotate=30", ks=[1, 2],
-        shift_support=True, progress=False,
+        Recorder(),
+        runs,
+        small1_images,
+        tmp_path / "r.json",
+        shift="rotate=30",
+        ks=[1, 2],
+        shift_support=True,
+        progress=False,
     )
     assert results[1]["shift_support"] is True
     one, two = seen  # fitted at k = 1, then k = 2
@@ -176,7 +190,12 @@ def test_harness_shifts_the_support_alike_at_every_k(small1_images, tmp_path):
     assert (one[:, 0] != clean).any(axis=(1, 2)).all()
     np.testing.assert_array_equal(one[:, 0], two[:, 0])
     evaluate_contender(
-        Recorder(), run_set_runs(run_set, 1), small1_images, tmp_path / "k1.json",
-        shift="rotate=30", shift_support=True, progress=False,
+        Recorder(),
+        run_set_runs(run_set, 1),
+        small1_images,
+        tmp_path / "k1.json",
+        shift="rotate=30",
+        shift_support=True,
+        progress=False,
     )
     np.testing.assert_array_equal(seen[-1], one)

@@ -47,8 +47,9 @@ def test_bpl_uses_the_shipped_library_unless_told_otherwise():
 
 @pytest.mark.data
 def test_learn_reproduces_the_shipped_library(omniglot_root, tmp_path):
-    assert sha256_file(omniglot_root / library_record()["source"]["file"]) == (
-        library_record()["source"]["sha256"]
+    assert (
+        sha256_file(omniglot_root / library_record()["source"]["file"])
+        == (library_record()["source"]["sha256"])
     )
     out = tmp_path / "small1.npz"
     argv = ["learn", "--background", "small1", "--data", str(omniglot_root), "--out", str(out)]
@@ -56,6 +57,9 @@ def test_learn_reproduces_the_shipped_library(omniglot_root, tmp_path):
     fresh, shipped = load_library(out), load_library(default_library_path())
     for name in Library._fields:
         np.testing.assert_allclose(
-            np.asarray(getattr(fresh, name)), np.asarray(getattr(shipped, name)),
-            rtol=1e-4, atol=1e-5, err_msg=name,
+            np.asarray(getattr(fresh, name)),
+            np.asarray(getattr(shipped, name)),
+            rtol=1e-4,
+            atol=1e-5,
+            err_msg=name,
         )
