@@ -105,7 +105,8 @@ STANDARD_SHIFT_RUNS = 4  # the first runs of those that every shift cell uses
 class Preset:
     """What a compare run covers. ``n_runs`` / ``shift_runs``: the first N runs (None: all);
     ``bpl``: overrides of bpl's base config; ``anytime``: bpl's ladder (name, overrides on top
-    of the base); ``vit_steps``: the ViT's fine-tuning steps for its anytime curve."""
+    of the base); ``vit_steps``: the ViT's fine-tuning steps for its anytime curve;
+    ``workers``: the default number of worker processes (None: one per CPU core)."""
 
     n_runs: int | None
     ks: tuple[int, ...]
@@ -114,6 +115,7 @@ class Preset:
     anytime: tuple[tuple[str, dict[str, Any]], ...]
     vit_steps: tuple[int, ...]
     bpl: dict[str, Any] = dataclasses.field(default_factory=dict)
+    workers: int | None = None
 
 
 PRESETS: dict[str, Preset] = {
@@ -131,6 +133,7 @@ PRESETS: dict[str, Preset] = {
         ),
         vit_steps=(5, 20),
         bpl=SMOKE_BPL,
+        workers=1,  # compiling dominates: a second process would compile everything again
     ),
     "standard": Preset(
         n_runs=STANDARD_RUNS,

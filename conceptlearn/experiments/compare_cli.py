@@ -108,8 +108,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_positive,
         default=None,
         metavar="N",
-        help="processes for the runs of each cell (default: one per CPU core on "
-        "CPU, else 1); same results as 1",
+        help="processes for the runs of each cell (default: 1 for smoke, else one per "
+        "CPU core on CPU and 1 on an accelerator); same results as 1",
     )
     parser.add_argument(
         "--library",
@@ -163,9 +163,12 @@ def command_line(args: argparse.Namespace) -> str:
     return shlex.join(parts)
 
 
-def default_workers() -> int:
+def default_workers(preset: str) -> int:
+    """The preset's worker count, else one process per core on CPU, one on an accelerator."""
     import jax
 
+    if PRESETS[preset].workers is not None:
+        return PRESETS[preset].workers
     return (os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
 
 
@@ -196,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for model, reason in plan.skipped:
         print(f"{prog}: skipping {model}: {reason}", file=sys.stderr)
-    workers = args.workers or default_workers()
+    workers = args.workers or default_workers(plan.preset)
     print(
         f"{prog}: {len(plan.jobs)} cells of the {plan.preset} preset over {len(plan.runs)} "
         f"runs of {plan.runs_spec}, {workers} worker(s) -> {args.out}",

@@ -156,8 +156,12 @@ def summary_markdown(results: dict, wall_seconds: float) -> str:
         f"- machine: {results['device']}; this invocation took {wall_seconds / 60:.1f} min "
         "(cells finished by an earlier invocation are read, not recomputed)",
         f"- versions: {versions}",
-        f"- runs: the first {plan['n_runs']} of `{plan['runs']}`, seed {plan['seed']}; shift "
-        f"cells at k = 1 on the first {shift_runs} runs, shifts applied to the {where}",
+        f"- runs: the first {plan['n_runs']} of `{plan['runs']}`, seed {plan['seed']}"
+        + (
+            f"; shift cells at k = 1 on the first {shift_runs} runs, shifts applied to the {where}"
+            if shift_runs
+            else ""
+        ),
     ]
     lines += [f"- skipped {s_['model']}: {s_['reason']}" for s_ in results["skipped"]]
     lines += [f"- note: {n}" for n in results["notes"]]
