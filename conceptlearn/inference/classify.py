@@ -57,7 +57,7 @@ from conceptlearn.model.render import IMAGE_SIZE
 
 __all__ = ["FULL", "QUICK", "BPLConfig", "BPLContender", "PairTerms", "pair_terms", "score_pairs"]
 
-PARSE_CACHE_VERSION = 1  # bump when a parse of the same image and config would change
+PARSE_CACHE_VERSION = 2  # bump when a parse of the same image and config would change
 
 
 class PairTerms(NamedTuple):

@@ -49,6 +49,27 @@ class InkParams(NamedTuple):
 DEFAULT_INK = InkParams(spread=0.7, gain=926.075)
 
 
+def half_width(ink: InkParams) -> jax.Array:
+    """Half-width (px) of a binarised line of ``ink``: where a long line's ink is 1/2."""
+    spread = jnp.asarray(ink.spread, jnp.float32)
+    peak = ink.gain / (jnp.log(2.0) * jnp.sqrt(2.0 * jnp.pi) * spread)
+    return spread * jnp.sqrt(2.0 * jnp.log(jnp.maximum(peak, 1.0 + 1e-6)))
+
+
+def block_ink(ink: InkParams, level: int) -> InkParams:
+    """The pen that, sampled at the centres of ``level x level`` blocks, approximates the mean
+    of ``ink`` over each block: across a line, the same half-width, and an edge that ramps
+    from 1 to 0 over one block (the share of a block an edge covers) instead of a sharp one.
+    The saturating profile ``1 - exp(-G exp(-d^2 / 2 s^2))`` has that half-width ``h`` and edge
+    slope ``1 / level`` for ``s^2 = level h ln 2 / 2`` and ``G = ln 2 exp(h^2 / 2 s^2)``."""
+    if level == 1:
+        return ink
+    h = half_width(ink)
+    spread = jnp.sqrt(level * h * jnp.log(2.0) / 2.0)
+    gain = jnp.log(2.0) * jnp.exp(h**2 / (2.0 * spread**2)) * jnp.sqrt(2.0 * jnp.pi) * spread
+    return InkParams(spread=spread, gain=gain)
+
+
 def _safe_norm(v: jax.Array) -> jax.Array:
     """Euclidean norm over the last axis with a finite gradient at zero."""
     sq = jnp.sum(v * v, axis=-1)
@@ -166,7 +187,7 @@ def render(
             f"render: points must be (n_strokes, n_points, 2) and mask (n_strokes, n_points); "
             f"got {points.shape} and {mask.shape}"
         )
-    ink = DEFAULT_INK if ink is None else ink
+    ink = block_ink(DEFAULT_INK if ink is None else ink, level)
     points = jnp.asarray(points, jnp.float32)
     density = ink_density(points, mask.astype(bool), ink.spread, n_samples, level)
     return -jnp.expm1(-jnp.asarray(ink.gain, jnp.float32) * density)
