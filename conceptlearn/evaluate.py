@@ -465,9 +465,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--parse-cache",
         default=None,
         metavar="DIR",
-        help="bpl: content-addressed parse cache folder, shared by reruns and processes",
+        help="bpl: content-addressed parse cache, shared by reruns, shifts and processes "
+        "(default: $CONCEPTLEARN_CACHE/parses, under the user's cache folder; 'off': none)",
     )
     parser.add_argument("--no-progress", action="store_true")
+
+
+def default_parse_cache(model: str, flag: str | None) -> str | None:
+    """The parse cache folder of ``--parse-cache`` (bpl only; None: no cache)."""
+    if model != "bpl" or flag == "off":
+        return None
+    if flag is None:
+        from conceptlearn.cache import user_cache_dir
+
+        return str(user_cache_dir() / "parses")
+    return flag
 
 
 def _setup_from_args(
@@ -494,7 +506,7 @@ def run(args: argparse.Namespace) -> int:
         library=args.library,
         quick=args.quick,
         overrides=parse_key_values(args.overrides) or None,
-        parse_cache=args.parse_cache,
+        parse_cache=default_parse_cache(args.model, args.parse_cache),
     )
     contender = make_contender(args.model, **options)
     setup = functools.partial(_setup_from_args, args.model, options, spec, args.data)
