@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import jax
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# Parse and compilation caches of this test session (and its subprocesses) stay out of the
+# user's cache folder.
+os.environ.setdefault("CONCEPTLEARN_CACHE", tempfile.mkdtemp(prefix="conceptlearn-tests-"))
 
 REPO = Path(__file__).resolve().parents[1]
 
