@@ -56,6 +56,7 @@ class FitConfig:
     blur_sigma: float = 2.0  # blur sigma (px) of the score
     epsilon: float = 0.02  # pixel-flip probability of the score
     n_samples: int = 24  # renderer arc-length samples per stroke
+    coarse_samples: int = 0  # the same at half resolution (0: n_samples)
     smooth_sigma: float = 2.0  # px: std of a trajectory's second differences (stand-in prior)
     stroke_cost: float = 20.0  # nats per stroke (stand-in prior)
     type_prior: bool = True  # weigh parses by log P(type) under the library (else stand-in)

@@ -74,7 +74,8 @@ def level_log_lik(points, mask, target, blur_sigma, level: int, cfg: FitConfig, 
     """``log P(image | points)`` at blur ``blur_sigma`` (full-resolution px) and resolution
     ``level``: ``points f32 (S, P, 2)``, ``mask bool (S, P)``, ``target`` from :func:`targets`
     -> ``f32 ()``."""
-    drawn = render(points, mask, ink, cfg.n_samples, level)
+    n_samples = cfg.n_samples if level == 1 else (cfg.coarse_samples or cfg.n_samples)
+    drawn = render(points, mask, ink, n_samples, level)
     return level_log_likelihood(pixel_probs(drawn, blur_sigma / level, cfg.epsilon), target, level)
 
 
