@@ -29,6 +29,7 @@ PARSE_FIELDS = (
     "blur_sigma",
     "epsilon",
     "n_samples",
+    "coarse_samples",
     "smooth_sigma",
     "stroke_cost",
     "type_prior",
