@@ -48,7 +48,7 @@ class FitConfig:
     parse_coarse_steps: int = 6  # of which at half resolution
     parse_lr: float = 0.3  # px per step
     refit_steps: int = 20  # Adam steps when refitting a parse's token to another image
-    refit_coarse_steps: int = 14  # of which at half resolution
+    refit_coarse_steps: int = 20  # of which at half resolution
     refit_lr: float = 0.6
     wide_lr: float = 1.5  # > 0: a second refit, long steps from blur wide_blur; the better kept
     wide_blur: float = 12.0
