@@ -52,7 +52,7 @@ class FitConfig:
     refit_lr: float = 0.6
     wide_lr: float = 1.5  # > 0: a second refit, long steps from blur wide_blur; the better kept
     wide_blur: float = 12.0
-    wide_steps: int = 0  # steps of the wide refit (0: as many as the refit's)
+    wide_steps: int = 10  # steps of the wide refit (0: as many as the refit's)
     blur_start: float = 6.0  # blur sigma (px) at the first step; geometric down to blur_sigma
     blur_sigma: float = 2.0  # blur sigma (px) of the score
     epsilon: float = 0.02  # pixel-flip probability of the score
