@@ -178,13 +178,14 @@ def image_seed(image: np.ndarray, seed: int) -> int:
     return int.from_bytes(digest.digest()[:4], "little") & 0x7FFFFFFF
 
 
-def _bucket(n: int) -> int:
-    """Batch sizes are padded to a multiple of 8 so that few shapes are ever compiled."""
-    return max(8, -(-n // 8) * 8)
+def _parse_chunk() -> int:
+    """Images per refinement call: small on a CPU (memory), large on an accelerator."""
+    return 8 if jax.default_backend() == "cpu" else 256
 
 
 def parse_images(images: np.ndarray, cfg: FitConfig, seed: int = 0, library=None) -> Parse:
-    """Proposals (on the host) -> refinement and ranking (one jitted call) -> the
+    """Proposals (on the host) -> refinement and ranking (jitted calls over fixed-size chunks of
+    images) -> the
     ``cfg.n_parses`` best parses of each of ``images bool (N, 105, 105)``: a :class:`Parse`
     with leading axis ``N``, weighted by ``log P(type)`` under ``library`` (a learned
     :class:`~conceptlearn.model.library.Library`) or the stand-in prior when it is None."""
@@ -200,12 +201,17 @@ def parse_images(images: np.ndarray, cfg: FitConfig, seed: int = 0, library=None
         )
         for im in images
     ]
-    pad = _bucket(n) - n
+    chunk = min(_parse_chunk(), -(-n // 8) * 8)  # one compiled shape per chunk size
+    pad = -(-n // chunk) * chunk - n
     stacked = [np.stack([getattr(p, f) for p in props] + [getattr(props[0], f)] * pad) for f in
                ("points", "mask", "valid")]
     padded = np.concatenate([images, np.repeat(images[:1], pad, 0)])
-    parses = refine_batch(*stacked, padded, library if cfg.type_prior else None, cfg)
-    return jax.tree.map(lambda x: x[:n], parses)
+    library = library if cfg.type_prior else None
+    parses = [
+        refine_batch(*(x[i : i + chunk] for x in stacked), padded[i : i + chunk], library, cfg)
+        for i in range(0, n + pad, chunk)
+    ]
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n], *parses)
 
 
 def parse_image(image: np.ndarray, cfg: FitConfig, *, seed: int = 0, library=None) -> Parse:
