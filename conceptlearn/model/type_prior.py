@@ -481,11 +481,12 @@ def relation_log_prob(library: Library, points, mask, i: jax.Array) -> jax.Array
     firsts = points[:, 0]
     lasts = points[jnp.arange(S), jnp.maximum(n_valid - 1, 0)]
     earlier = used & (jnp.arange(S) < i)
-    log_parent = -jnp.log(jnp.maximum(i, 1).astype(jnp.float32))
+    # the type model's own relation and parent probabilities of stroke i (written once there)
+    log_parent = jnp.log(jnp.maximum(parent_probs()[i, :S], 1e-30))  # (S,)
     noise = library.position_noise_sd
-    log_rel = jnp.log(library.relation_probs)
+    log_rel = jnp.log(relation_probs(library)[i])
 
-    independent = log_rel[0] + position_dist(library).log_prob(start)
+    independent = log_rel[INDEPENDENT] + position_dist(library).log_prob(start)
     at_start = log_rel[START_OF] + log_parent + _gauss2(start[None] - firsts, noise)
     at_end = log_rel[END_OF] + log_parent + _gauss2(start[None] - lasts, noise)
     seg_ok = mask[:, 1:] & mask[:, :-1]
