@@ -27,19 +27,9 @@ from conceptlearn.datasets.episodes import load_episode, load_runs
 from conceptlearn.evaluate import device_description, versions
 from conceptlearn.inference import classify as C
 from conceptlearn.inference.config import preset
-from conceptlearn.inference.fit import image_seed, refine_batch
-from conceptlearn.inference.proposals import propose
+from conceptlearn.inference.fit import propose_batch, refine_proposals
 from conceptlearn.model.library import load_library
 from conceptlearn.overrides import parse_key_values
-
-
-def _stack_proposals(images, cfg, seed):
-    props = [
-        propose(im, max_candidates=cfg.max_candidates, max_strokes=cfg.max_strokes,
-                n_points=cfg.n_points, seed=image_seed(im, seed))
-        for im in images
-    ]
-    return [np.stack([getattr(p, f) for p in props]) for f in ("points", "mask", "valid")]
 
 
 def time_episode(episode, cfg, library, ks) -> dict:
@@ -49,10 +39,10 @@ def time_episode(episode, cfg, library, ks) -> dict:
     support = episode.support.reshape(n_way * k, *episode.support.shape[2:])
     images = np.concatenate([support, episode.queries])
     s = time.perf_counter()
-    stacked = _stack_proposals(images, cfg, 0)
+    stacked = propose_batch(images, cfg, 0)
     t["proposals"] = time.perf_counter() - s
     s = time.perf_counter()
-    parses = jax.block_until_ready(refine_batch(*stacked, images, library, cfg))
+    parses = jax.block_until_ready(refine_proposals(stacked, images, cfg, library))
     t["refinement and log P(type)"] = time.perf_counter() - s
     sp = jax.tree.map(lambda x: x[: n_way * k], parses)
     qp = jax.tree.map(lambda x: x[n_way * k :], parses)

@@ -183,14 +183,9 @@ def _parse_chunk() -> int:
     return 8 if jax.default_backend() == "cpu" else 256
 
 
-def parse_images(images: np.ndarray, cfg: FitConfig, seed: int = 0, library=None) -> Parse:
-    """Proposals (on the host) -> refinement and ranking (jitted calls over fixed-size chunks of
-    images) -> the
-    ``cfg.n_parses`` best parses of each of ``images bool (N, 105, 105)``: a :class:`Parse`
-    with leading axis ``N``, weighted by ``log P(type)`` under ``library`` (a learned
-    :class:`~conceptlearn.model.library.Library`) or the stand-in prior when it is None."""
-    images = np.asarray(images, bool)
-    n = images.shape[0]
+def propose_batch(images: np.ndarray, cfg: FitConfig, seed: int = 0) -> list[np.ndarray]:
+    """Proposals of each of ``images bool (N, 105, 105)`` on the host, stacked: ``points f32
+    (N, C, S, P, 2)``, ``mask bool (N, C, S, P)``, ``valid bool (N, C)``."""
     props = [
         propose(
             im,
@@ -201,10 +196,17 @@ def parse_images(images: np.ndarray, cfg: FitConfig, seed: int = 0, library=None
         )
         for im in images
     ]
-    chunk = min(_parse_chunk(), -(-n // 8) * 8)  # one compiled shape per chunk size
+    return [np.stack([getattr(p, f) for p in props]) for f in ("points", "mask", "valid")]
+
+
+def refine_proposals(proposals: list[np.ndarray], images: np.ndarray, cfg: FitConfig,
+                     library=None) -> Parse:
+    """:func:`refine_batch` over fixed-size chunks of images (bounded memory, one compiled
+    shape): ``proposals`` from :func:`propose_batch` -> :class:`Parse` with leading axis ``N``."""
+    n = images.shape[0]
+    chunk = min(_parse_chunk(), -(-n // 8) * 8)
     pad = -(-n // chunk) * chunk - n
-    stacked = [np.stack([getattr(p, f) for p in props] + [getattr(props[0], f)] * pad) for f in
-               ("points", "mask", "valid")]
+    stacked = [np.concatenate([x, np.repeat(x[:1], pad, 0)]) for x in proposals]
     padded = np.concatenate([images, np.repeat(images[:1], pad, 0)])
     library = library if cfg.type_prior else None
     parses = [
@@ -212,6 +214,16 @@ def parse_images(images: np.ndarray, cfg: FitConfig, seed: int = 0, library=None
         for i in range(0, n + pad, chunk)
     ]
     return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n], *parses)
+
+
+def parse_images(images: np.ndarray, cfg: FitConfig, seed: int = 0, library=None) -> Parse:
+    """Proposals (on the host) -> refinement and ranking (jitted calls over fixed-size chunks of
+    images) -> the ``cfg.n_parses`` best parses of each of ``images bool (N, 105, 105)``: a
+    :class:`Parse` with leading axis ``N``, weighted by ``log P(type)`` under ``library`` (a
+    learned :class:`~conceptlearn.model.library.Library`) or the stand-in prior when it is
+    None."""
+    images = np.asarray(images, bool)
+    return refine_proposals(propose_batch(images, cfg, seed), images, cfg, library)
 
 
 def parse_image(image: np.ndarray, cfg: FitConfig, *, seed: int = 0, library=None) -> Parse:
