@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 _DISABLED_VALUES = {"", "0", "off"}
-_MIN_COMPILE_TIME_SECS = 0.5  # compiles faster than this are not worth a disk entry
+_MIN_COMPILE_TIME_SECS = 0.0  # every compile: many small ones add up to seconds
 _unwritable_warned: set[Path] = set()  # folders already warned about, so each warns once
 
 

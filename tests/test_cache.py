@@ -320,7 +320,7 @@ def test_enable_compilation_cache_sets_jax_config(tmp_path, jax_config):
     directory = enable_compilation_cache(tmp_path / "jax")
     assert directory == (tmp_path / "jax").resolve() and directory.is_dir()
     assert jax_config.jax_compilation_cache_dir == str(directory)
-    assert jax_config.jax_persistent_cache_min_compile_time_secs == 0.5
+    assert jax_config.jax_persistent_cache_min_compile_time_secs == 0.0
     assert jax_config.jax_persistent_cache_min_entry_size_bytes == 0
     assert enable_compilation_cache(tmp_path / "jax") == directory  # idempotent
     assert jax_config.jax_compilation_cache_dir == str(directory)
