@@ -75,7 +75,7 @@ def refits_per_episode(n_way: int, k: int, n_query: int, cfg) -> int:
     width = min(cfg.prune_width, n_way)
     two_way = n_query * width * k * cfg.n_parses * directions * runs
     evidence = n_way * k * cfg.n_parses * runs
-    prune = 0 if width >= n_way else n_query * n_way * k * (directions + 0) + n_way * k
+    prune = 0 if width >= n_way else (n_query * n_way * k * directions + n_way * k) * runs
     return two_way + evidence + prune
 
 

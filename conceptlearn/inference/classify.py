@@ -308,12 +308,10 @@ class BPLContender:
     def __init__(self, cfg: BPLConfig, seed: int = 0, library: str | None = None,
                  parse_cache: str | None = None):
         self._library = None
-        self._library_digest = None
         if library is not None and (cfg.type_prior or cfg.learned_noise):
             from conceptlearn.model.library import load_library
 
             self._library = load_library(library)
-            self._library_digest = [np.asarray(x) for x in self._library]
             cfg = learned_noise(cfg, self._library)
         self.cfg = cfg
         self.seed = seed
@@ -324,6 +322,10 @@ class BPLContender:
             from conceptlearn.cache import ArrayStore
 
             self._store = ArrayStore(parse_cache)
+            # what every cached parse of this contender depends on besides its image
+            fields = {f: getattr(cfg, f) for f in PARSE_FIELDS}
+            library_arrays = None if self._library is None else [np.asarray(x) for x in self._library]
+            self._parse_context = ArrayStore.key(PARSE_CACHE_VERSION, fields, seed, library_arrays)
 
     def parse(self, images: np.ndarray) -> Parse:
         """The parses of ``images bool (n, 105, 105)`` (leading axis ``n``), from the parse
@@ -331,9 +333,7 @@ class BPLContender:
         images = np.asarray(images, bool)
         if self._store is None:
             return parse_images(images, self.cfg, self.seed, self._library)
-        fields = {f: getattr(self.cfg, f) for f in PARSE_FIELDS}
-        context = self._store.key(PARSE_CACHE_VERSION, fields, self.seed, self._library_digest)
-        keys = [self._store.key(context, im) for im in images]
+        keys = [self._store.key(self._parse_context, im) for im in images]
         found = [self._store.get(key) for key in keys]
         missing = [i for i, f in enumerate(found) if f is None]
         if missing:

@@ -134,14 +134,20 @@ def refine_parse(points, mask, image, cfg: FitConfig):
     )
 
 
+def _refine_candidates(points, mask, valid, image, cfg: FitConfig):
+    """:func:`refine_parse` of every proposal of one image; ``-inf`` log-likelihoods where not
+    ``valid``."""
+    pts, ll, lp = jax.vmap(refine_parse, in_axes=(0, 0, None, None))(points, mask, image, cfg)
+    return pts, jnp.where(valid, ll, -jnp.inf), lp
+
+
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def refine_parses(points, mask, valid, image, cfg: FitConfig):
     """All proposals of one image in one call: ``points f32 (C, S, P, 2)``, ``mask (C, S, P)``,
     ``valid bool (C,)``, ``image bool (105, 105)`` -> ``(points, log_lik (C,), log_prior (C,))``
     with ``-inf`` log-likelihoods where not valid."""
     TRACE_COUNT["refine_parses"] += 1
-    pts, ll, lp = jax.vmap(refine_parse, in_axes=(0, 0, None, None))(points, mask, image, cfg)
-    return pts, jnp.where(valid, ll, -jnp.inf), lp
+    return _refine_candidates(points, mask, valid, image, cfg)
 
 
 def top_k(points, mask, log_post, k: int) -> Parse:
@@ -163,7 +169,7 @@ def refine_batch(points, mask, valid, images, library, cfg: FitConfig) -> Parse:
     from conceptlearn.model.type_prior import parse_type_log_probs
 
     def one(p, m, v, im):
-        pts, ll, lp = refine_parses.__wrapped__(p, m, v, im, cfg)
+        pts, ll, lp = _refine_candidates(p, m, v, im, cfg)
         if library is not None:
             lp = parse_type_log_probs(library, pts, m)
         return top_k(pts, m, ll + lp, cfg.n_parses)
