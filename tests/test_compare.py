@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from conceptlearn.cli import main
+from conceptlearn.datasets.shifts import SEVERITIES
 from conceptlearn.experiments import compare
 from conceptlearn.experiments.report import summarise
-from conceptlearn.experiments.shifts import SEVERITIES
 from conceptlearn.model.library import load_library, save_library
 from conceptlearn.shipped import default_library_path
 

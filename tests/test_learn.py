@@ -108,6 +108,23 @@ def test_learn_cli(omniglot_root, tmp_path):
     assert load_library(out).n_primitives == 3
 
 
+def test_learn_plot_draws_the_heldout_curve(tmp_path):
+    """``conceptlearn learn --plot``: the held-out curve of a report; with ``--n-primitives``
+    there is no curve, so the flag is refused before any learning."""
+    from PIL import Image
+
+    from conceptlearn.experiments.plots import plot_heldout_curve
+
+    curve = [{"k": k, "heldout_log_prob_per_stroke": -10.0 / k} for k in (1, 4, 16)]
+    report = {"heldout_curve": curve, "n_primitives": 4, "background": "small1"}
+    path = plot_heldout_curve(report, tmp_path / "curve.png")
+    assert Image.open(path).size[0] > 100
+    argv = ["learn", "--out", str(tmp_path / "lib.npz"), "--n-primitives", "3"]
+    with pytest.raises(SystemExit, match="--n-primitives"):
+        main([*argv, "--plot", str(tmp_path / "c.png")])
+    assert not (tmp_path / "lib.npz").exists()
+
+
 @pytest.mark.slow
 def test_sample_cli(tmp_path):
     out = tmp_path / "lib.npz"

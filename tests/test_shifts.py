@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from conceptlearn.experiments.shifts import SEVERITIES, SHIFTS, apply_shift, parse_shift
+from conceptlearn.datasets.shifts import SEVERITIES, SHIFTS, apply_shift, parse_shift
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ interrupted run resumes.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -46,7 +45,6 @@ from conceptlearn.baselines.vit import (
     unflatten_like,
     write_npz,
 )
-from conceptlearn.overrides import parse_key_values
 
 BACKGROUNDS = {"small1": "small1", "full": "background"}
 
@@ -311,18 +309,18 @@ def pretrain(
     return json.loads((out / "config.json").read_text())
 
 
-# --------------------------------------------------------------------------- CLI
-
-
-def configs_from_args(args: argparse.Namespace) -> tuple[ViTConfig, TrainConfig]:
-    """Model and training configs from the CLI flags (``--set`` reaches either dataclass;
-    ``aug_<field>`` reaches the augmentation)."""
-    cfg = PRESETS[args.preset]
-    tcfg = TrainConfig(seed=args.seed)
+def configs_from_overrides(
+    preset: str = "cpu", overrides: dict[str, Any] | None = None, *, seed: int = 0
+) -> tuple[ViTConfig, TrainConfig]:
+    """Model and training configs: architecture ``preset`` and ``TrainConfig(seed=seed)`` with
+    ``overrides`` (``--set KEY=VALUE``, parsed) on top; a key reaches either dataclass, and
+    ``aug_<field>`` the augmentation."""
+    cfg = PRESETS[preset]
+    tcfg = TrainConfig(seed=seed)
     model_fields = {f.name for f in dataclasses.fields(ViTConfig)}
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     aug_fields = {f.name for f in dataclasses.fields(AugmentConfig)}
-    for key, value in parse_key_values(args.set).items():
+    for key, value in (overrides or {}).items():
         if key in model_fields:
             cfg = dataclasses.replace(cfg, **{key: value})
         elif key in train_fields and key != "augment":
@@ -337,48 +335,3 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ViTConfig, TrainConfig]
                 f"--set {key}: unknown; choose from {sorted(model_fields | train_fields)} or aug_<field>"
             )
     return cfg, tcfg
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--background",
-        choices=sorted(BACKGROUNDS),
-        default="small1",
-        help="background set [small1]",
-    )
-    parser.add_argument(
-        "--out", required=True, help="checkpoint folder (resumed if it holds a partial run)"
-    )
-    parser.add_argument(
-        "--preset", choices=sorted(PRESETS), default="cpu", help="architecture preset [cpu]"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a ViTConfig/TrainConfig field (repeatable)",
-    )
-    parser.add_argument(
-        "--data",
-        default=None,
-        help="Omniglot folder (default: $CONCEPTLEARN_DATA or ./data/omniglot)",
-    )
-    parser.add_argument("--no-progress", action="store_true")
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg, tcfg = configs_from_args(args)
-    config = pretrain(
-        args.out,
-        background=args.background,
-        cfg=cfg,
-        tcfg=tcfg,
-        root=args.data,
-        progress=not args.no_progress,
-    )
-    print(
-        f"pretrain-vit: {config['step']} steps in {config['train_seconds']:.0f} s, "
-        f"loss {config['train_loss']} -> {args.out}"
-    )
-    return 0

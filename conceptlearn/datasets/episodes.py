@@ -10,7 +10,6 @@ For k > 1 a class is a folder ``training/classMM/`` of PNGs instead of one ``cla
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -326,34 +325,3 @@ def write_run_folders(runs: Sequence[Run], source, dest: str | os.PathLike) -> l
         (run_dir / "class_labels.txt").write_text("\n".join(lines) + "\n")
         written.append(run_dir)
     return written
-
-
-# --------------------------------------------------------------------------- CLI: make-runs
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs", default="dev", help="committed run set (dev, dev-k5, ...) [dev]")
-    parser.add_argument("--out", required=True, help="destination folder for runNN/ folders")
-    parser.add_argument(
-        "--data",
-        default=None,
-        help="Omniglot folder (default: $CONCEPTLEARN_DATA or ./data/omniglot)",
-    )
-    parser.add_argument(
-        "--regenerate",
-        action="store_true",
-        help="rebuild data/dev_runs.json from the data (seed 0) instead of writing folders",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.regenerate:
-        run_set = make_dev_run_set(args.data)
-        out = Path(args.out)
-        out.write_text(json.dumps(run_set, indent=1) + "\n")
-        print(f"wrote {len(run_set['runs'])} runs to {out}")
-        return 0
-    runs, source = load_runs(args.runs, args.data)
-    written = write_run_folders(runs, source, args.out)
-    print(f"wrote {len(written)} runs to {args.out}")
-    return 0

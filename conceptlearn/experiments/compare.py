@@ -3,7 +3,7 @@ experiments built on the harness, written to one folder.
 
 - **sample efficiency**: k = 1, 2, 3, 5, 10 shots per class, one k-sweep per contender on the
   largest-k runs (runs at smaller k are their first k drawers);
-- **out of distribution**: every shift family of :mod:`conceptlearn.experiments.shifts` at its
+- **out of distribution**: every shift family of :mod:`conceptlearn.datasets.shifts` at its
   severities, at k = 1, applied to the queries (and to the support with ``shift_support``);
 - **anytime**: bpl's error against search effort (proposals x refit steps) and wall seconds
   per episode, from a cheap setting up to the full preset; the ViT's error against its
@@ -37,6 +37,7 @@ from tqdm import tqdm
 from conceptlearn.contenders import REGISTRY, Contender, make_contender
 from conceptlearn.datasets.episodes import Run, load_episode, load_runs, run_set_digest
 from conceptlearn.datasets.omniglot import data_root
+from conceptlearn.datasets.shifts import SEVERITIES, SHIFTS, parse_shift
 from conceptlearn.evaluate import (
     device_description,
     evaluate_contender,
@@ -49,7 +50,6 @@ from conceptlearn.evaluate import (
 )
 from conceptlearn.experiments.plots import plot_all
 from conceptlearn.experiments.report import summarise, summary_markdown
-from conceptlearn.experiments.shifts import SEVERITIES, SHIFTS, parse_shift
 
 RESULTS_VERSION = 1
 VIT_MODELS = ("vit", "vit-proto", "vit-scratch")  # contenders that start from a checkpoint

@@ -8,13 +8,14 @@
   per episode, and the ViT's against its fine-tuning steps.
 
 Each takes ``results`` (``results.json``'s contents) and a folder, and returns the paths written.
+:func:`plot_heldout_curve` draws ``conceptlearn learn``'s choice of the number of primitives.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from conceptlearn.experiments.shifts import UNITS
+from conceptlearn.datasets.shifts import UNITS
 
 IDENTITY = {"scale": 1.0}  # the strength of each family that changes nothing (default 0)
 _COLOURS = {"bpl": "C0", "vit": "C1", "vit-proto": "C2", "mhd": "C3", "vit-scratch": "C4"}
@@ -216,3 +217,22 @@ def plot_all(results: dict, out: str | Path) -> list[Path]:
         *plot_shifts(results, out),
         *plot_anytime(results, out),
     ]
+
+
+def plot_heldout_curve(report: dict, path: str | Path) -> Path:
+    """``conceptlearn learn``'s report (its ``heldout_curve``, ``n_primitives`` and
+    ``background``) -> held-out log p per stroke against the number of primitives K, written to
+    ``path`` (any matplotlib format)."""
+    plt = _pyplot()
+    rows = report["heldout_curve"]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot([r["k"] for r in rows], [r["heldout_log_prob_per_stroke"] for r in rows], "o-")
+    ax.axvline(report["n_primitives"], color="gray", ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("number of primitives K")
+    ax.set_ylabel("held-out log p per stroke (nats)")
+    ax.set_title(f"primitives from {report['background']}: chosen K = {report['n_primitives']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

@@ -12,9 +12,6 @@
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -33,7 +30,6 @@ from conceptlearn.model.library import (
     START_OF,
     Library,
     make_library,
-    save_library,
 )
 from conceptlearn.model.splines import (
     N_CONTROL,
@@ -428,59 +424,3 @@ def drawing_log_probs(library: Library, drawings: list[Drawing], batch: int = 64
         types = drawing_types(library, chunk + chunk[-1:] * (batch - len(chunk)))  # fixed shape
         out.append(np.asarray(_type_log_probs(library, types))[: len(chunk)])
     return np.concatenate(out)
-
-
-# --- CLI ----------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--background",
-        default="small1",
-        help="Omniglot split of strokes to learn from (background|small1|small2)",
-    )
-    parser.add_argument("--out", required=True, help="library file to write (.npz)")
-    parser.add_argument("--data", default=None, help="Omniglot folder (default $CONCEPTLEARN_DATA)")
-    parser.add_argument("--alphabets", nargs="*", default=None, help="only these alphabets")
-    parser.add_argument("--max-characters", type=int, default=None, help="first N characters")
-    parser.add_argument(
-        "--n-primitives",
-        type=int,
-        default=None,
-        help="fix the number of primitives (default: choose by held-out likelihood)",
-    )
-    parser.add_argument(
-        "--k-grid", type=int, nargs="*", default=None, help="candidate numbers of primitives"
-    )
-    parser.add_argument("--report", default=None, help="also write the learning report (JSON)")
-    parser.add_argument("--seed", type=int, default=0)
-
-
-def run(args: argparse.Namespace) -> int:
-    from conceptlearn.datasets.omniglot import OmniglotStrokes
-
-    start = time.perf_counter()
-    config = LearnConfig(
-        n_primitives=args.n_primitives,
-        seed=args.seed,
-        **({"k_grid": tuple(args.k_grid)} if args.k_grid else {}),
-    )
-    strokes = OmniglotStrokes(args.background, args.data)
-    drawings, stats = collect_drawings(strokes, args.alphabets, args.max_characters)
-    library, report = learn_library(drawings, config)
-    save_library(library, args.out)
-    report = {
-        "background": args.background,
-        **stats,
-        **report,
-        "seconds": time.perf_counter() - start,
-    }
-    if args.report:
-        with open(args.report, "w") as f:
-            json.dump(report, f, indent=2)
-    print(json.dumps({k: v for k, v in report.items() if k != "heldout_curve"}))
-    for row in report.get("heldout_curve", []):
-        print(
-            f"  K={row['k']:4d}  held-out log p / stroke = {row['heldout_log_prob_per_stroke']:.3f}"
-        )
-    return 0

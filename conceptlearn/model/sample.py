@@ -8,7 +8,6 @@ ink parameters are drawn from a broad prior and would mostly wash the picture ou
 
 from __future__ import annotations
 
-import argparse
 from functools import partial
 
 import jax
@@ -17,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from conceptlearn.model.image import pixel_probs
-from conceptlearn.model.library import Library, load_library
+from conceptlearn.model.library import Library
 from conceptlearn.model.render import render
 from conceptlearn.model.token import sample_token, token_from_type, token_trajectories
 from conceptlearn.model.type_prior import sample_type
@@ -63,24 +62,3 @@ def save_grid(images: np.ndarray, path: str, gap: int = 3) -> None:
             y, x = gap + r * (h + gap), gap + c * (w + gap)
             canvas[y : y + h, x : x + w] = 1.0 - images[r, c]
     Image.fromarray(np.uint8(np.clip(canvas, 0, 1) * 255)).save(path)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--library", required=True, help="library .npz from `conceptlearn learn`")
-    parser.add_argument("--new-concepts", type=int, default=8, help="number of new types (rows)")
-    parser.add_argument("--exemplars", type=int, default=6, help="tokens per type (columns)")
-    parser.add_argument("--out", required=True, help="grid image to write (.png)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--blur", type=float, default=0.5, help="display blur sigma (pixels)")
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.new_concepts < 1 or args.exemplars < 1:
-        raise SystemExit("--new-concepts and --exemplars must be at least 1")
-    library = load_library(args.library)
-    images = sample_images(
-        library, jax.random.key(args.seed), args.new_concepts, args.exemplars, args.blur
-    )
-    save_grid(np.asarray(images), args.out)
-    print(f"wrote {args.out}: {args.new_concepts} concepts x (1 + {args.exemplars}) drawings")
-    return 0

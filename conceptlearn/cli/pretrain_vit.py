@@ -1,0 +1,55 @@
+"""``conceptlearn pretrain-vit``: pretrain the ViT comparator on background characters
+(:func:`conceptlearn.baselines.vit_train.pretrain`); resumes from its last checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+
+from conceptlearn.baselines.vit import PRESETS
+from conceptlearn.baselines.vit_train import BACKGROUNDS, configs_from_overrides, pretrain
+from conceptlearn.overrides import parse_key_values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--background",
+        choices=sorted(BACKGROUNDS),
+        default="small1",
+        help="background set [small1]",
+    )
+    parser.add_argument(
+        "--out", required=True, help="checkpoint folder (resumed if it holds a partial run)"
+    )
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default="cpu", help="architecture preset [cpu]"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a ViTConfig/TrainConfig field (repeatable)",
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="Omniglot folder (default: $CONCEPTLEARN_DATA or ./data/omniglot)",
+    )
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg, tcfg = configs_from_overrides(args.preset, parse_key_values(args.set), seed=args.seed)
+    config = pretrain(
+        args.out,
+        background=args.background,
+        cfg=cfg,
+        tcfg=tcfg,
+        root=args.data,
+        progress=not args.no_progress,
+    )
+    print(
+        f"pretrain-vit: {config['step']} steps in {config['train_seconds']:.0f} s, "
+        f"loss {config['train_loss']} -> {args.out}"
+    )
+    return 0
