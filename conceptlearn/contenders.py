@@ -33,9 +33,9 @@ class Contender(Protocol):
 # name -> "module:factory"; factories take keyword options and return a Contender.
 REGISTRY: dict[str, str] = {
     "mhd": "conceptlearn.baselines.hausdorff:make_contender",
-    "vit": "conceptlearn.baselines.vit:make_finetune_contender",
-    "vit-proto": "conceptlearn.baselines.vit:make_proto_contender",
-    "vit-scratch": "conceptlearn.baselines.vit:make_scratch_contender",
+    "vit": "conceptlearn.baselines.vit.finetune:make_finetune_contender",
+    "vit-proto": "conceptlearn.baselines.vit.finetune:make_proto_contender",
+    "vit-scratch": "conceptlearn.baselines.vit.finetune:make_scratch_contender",
     "bpl": "conceptlearn.inference.classify:make_contender",
 }
 

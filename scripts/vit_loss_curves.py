@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from conceptlearn.baselines import vit
-from conceptlearn.baselines import vit_train as vt
+from conceptlearn.baselines.vit import pretraining as vt
 
 
 def main(specs: list[str]) -> None:

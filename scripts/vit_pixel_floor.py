@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from conceptlearn.baselines import vit
+from conceptlearn.baselines.vit.finetune import _embed_views
 from conceptlearn.datasets.episodes import load_episode, load_runs
 
 
@@ -20,7 +21,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--limit", type=int, default=10)
     args = parser.parse_args()
-    views = jax.jit(lambda ims: vit._embed_views(vit.ViTConfig(), ims))
+    views = jax.jit(lambda ims: _embed_views(vit.ViTConfig(), ims))
     for spec in args.runs:
         runs, source = load_runs(spec)
         errors = []

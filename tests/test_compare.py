@@ -309,7 +309,7 @@ def test_vit_contenders_with_a_tiny_checkpoint(tmp_path, small1_images, omniglot
     """With a checkpoint the transformer is in every table: ratios against it, its fine-tuning
     curve in the anytime figure."""
     from conceptlearn.baselines import vit
-    from conceptlearn.baselines import vit_train as vt
+    from conceptlearn.baselines.vit import pretraining as vt
 
     chars = small1_images.character_array(small1_images.all_characters()[:12])[0]
     tcfg = vt.TrainConfig(steps=20, batch=32, ckpt_every=10, lr=3e-3, loss="proto", ways=8)

@@ -9,9 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from conceptlearn.baselines import vit
-from conceptlearn.baselines import vit_train as vt
+from conceptlearn.baselines.vit import pretraining as vt
+from conceptlearn.baselines.vit.finetune import _embed_views
 from conceptlearn.contenders import make_contender
 
 TINY = vit.PRESETS["tiny"]
@@ -37,7 +39,7 @@ def test_output_shapes():
 
     @jax.jit
     def outputs(params, images):
-        model = vit.nnx.merge(graphdef, params)
+        model = nnx.merge(graphdef, params)
         return model.backbone.embed(images), model.backbone(images), model(images)
 
     tokens, features, logits = outputs(params, jnp.zeros((3, TINY.image_size, TINY.image_size)))
@@ -51,7 +53,7 @@ def test_blank_patches_add_only_the_embedding_bias():
     """Regression: the input used to be 2x-1, so every blank patch (~90% of an Omniglot image)
     became one large identical token that swamped the pooled feature and stalled pretraining."""
     graphdef, params = vit.init_classifier(TINY, 3)
-    embed = jax.jit(lambda p, x: vit.nnx.merge(graphdef, p).backbone.embed(x))
+    embed = jax.jit(lambda p, x: nnx.merge(graphdef, p).backbone.embed(x))
     image = jnp.zeros((1, TINY.image_size, TINY.image_size)).at[0, 0, 0].set(1.0)  # ink in patch 0
     tokens = np.asarray(embed(params, image))[0]
     backbone = params["backbone"]
@@ -60,7 +62,7 @@ def test_blank_patches_add_only_the_embedding_bias():
     assert not np.allclose(tokens[0], blank[0])
     stem = dataclasses.replace(TINY, stem=(4, 8))
     graphdef, params = vit.init_classifier(stem, 3)
-    tokens = jax.jit(lambda p, x: vit.nnx.merge(graphdef, p).backbone.embed(x))(params, image)
+    tokens = jax.jit(lambda p, x: nnx.merge(graphdef, p).backbone.embed(x))(params, image)
     assert tokens.shape == (1, stem.n_patches, stem.width)
 
 
@@ -118,7 +120,7 @@ def test_training_steps_lower_the_loss(chars, tcfg):
     def loss(p):
         big = dataclasses.replace(tcfg, batch=4 * tcfg.batch)
         images, labels = vt.sample_batch(jax.random.key(99), data, big, TINY.image_size)
-        return vt.batch_loss(vit.nnx.merge(graphdef, p), images, labels, big, n_out)
+        return vt.batch_loss(nnx.merge(graphdef, p), images, labels, big, n_out)
 
     before, opt_state = float(loss(params)), opt.init(params)
     for i in range(tcfg.steps):
@@ -227,11 +229,11 @@ def test_proto_is_nearest_cosine_class_mean(chars, tiny_checkpoint):
     support, queries = chars[6:12, 4:7], chars[6:12, 10]
     scores = proto.scores(proto.fit(support, key=jax.random.key(0)), queries, key=None)
 
-    graphdef = vit.nnx.graphdef(vit.ViT(proto.cfg, rngs=vit.nnx.Rngs(0)))
+    graphdef = nnx.graphdef(vit.ViT(proto.cfg, rngs=nnx.Rngs(0)))
 
     @jax.jit
     def features(images):
-        return vit.nnx.merge(graphdef, proto.backbone)(vit._embed_views(proto.cfg, images))
+        return nnx.merge(graphdef, proto.backbone)(_embed_views(proto.cfg, images))
 
     def unit(x):
         return x / np.linalg.norm(x, axis=-1, keepdims=True)

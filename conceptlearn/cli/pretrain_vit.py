@@ -1,12 +1,12 @@
 """``conceptlearn pretrain-vit``: pretrain the ViT comparator on background characters
-(:func:`conceptlearn.baselines.vit_train.pretrain`); resumes from its last checkpoint."""
+(:func:`conceptlearn.baselines.vit.pretraining.pretrain`); resumes from its last checkpoint."""
 
 from __future__ import annotations
 
 import argparse
 
-from conceptlearn.baselines.vit import PRESETS
-from conceptlearn.baselines.vit_train import BACKGROUNDS, configs_from_overrides, pretrain
+from conceptlearn.baselines.vit.model import PRESETS
+from conceptlearn.baselines.vit.pretraining import BACKGROUNDS, configs_from_overrides, pretrain
 from conceptlearn.overrides import parse_key_values
 
 

@@ -6,8 +6,8 @@ class. The default loss is prototypical (``loss="proto"``): a batch is ``ways`` 
 by cosine to the means, exactly how ``vit-proto`` classifies queries. ``loss="classify"`` is a
 softmax over all classes (much slower to learn here; docs/results/vit.md). Every batch is drawn
 and augmented inside one jitted step (random affine, stroke thickness, translation; see
-:mod:`conceptlearn.baselines.vit`) from ink levels precomputed once for the whole background.
-AdamW with linear warmup and cosine decay.
+:mod:`conceptlearn.baselines.vit.augmentation`) from ink levels precomputed once for the whole
+background. AdamW with linear warmup and cosine decay.
 The output folder holds ``params.npz`` + ``config.json`` (what the contenders read) and
 ``train_state.npz`` (parameters, optimizer state, step and key in one atomic file), from which an
 interrupted run resumes.
@@ -30,21 +30,16 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from conceptlearn.baselines.vit import (
-    PRESETS,
-    AugmentConfig,
+from conceptlearn.baselines.vit.augmentation import AugmentConfig, augment, ink_levels
+from conceptlearn.baselines.vit.checkpoint import (
     CheckpointError,
-    ViTConfig,
-    _normalize,
-    augment,
     flatten_tree,
-    init_classifier,
-    ink_levels,
     read_npz,
     save_checkpoint,
     unflatten_like,
     write_npz,
 )
+from conceptlearn.baselines.vit.model import PRESETS, ViTConfig, _normalize, init_classifier
 
 BACKGROUNDS = {"small1": "small1", "full": "background"}
 
@@ -114,7 +109,7 @@ def head_of(tcfg: TrainConfig, n_chars: int) -> tuple[str, int]:
 @jax.jit
 def background_levels(data: jax.Array) -> jax.Array:
     """``bool (n_chars, 20, 105, 105)`` -> ``float32 (n_chars, 20, 4, 35, 35)`` ink levels
-    (:func:`~conceptlearn.baselines.vit.ink_levels`), one character at a time."""
+    (:func:`~conceptlearn.baselines.vit.augmentation.ink_levels`), one character at a time."""
     return jax.lax.map(jax.vmap(ink_levels), data)
 
 
