@@ -186,6 +186,7 @@ def _exit(argv, capsys) -> tuple[int, str]:
         (["--library", "/nonexistent.npz"], "--library"),
         (["--bpl-set", "no_such_knob=1"], "--bpl-set"),
         (["--bpl-set", "novalue"], "--bpl-set"),
+        (["--workers", "2", "--ray"], "--ray"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(extra, named, tmp_path, omniglot_root, capsys):
@@ -197,6 +198,59 @@ def test_bad_arguments_are_one_line_errors(extra, named, tmp_path, omniglot_root
     assert code == 2 and len(lines) == 1, err
     assert named in lines[0] and "Traceback" not in err
     assert not (tmp_path / "out").exists()  # nothing was started
+
+
+def test_ray_missing_is_a_one_line_error(tmp_path, omniglot_root, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    argv = ["compare", "--out", str(tmp_path / "out"), "--data", str(omniglot_root), "--ray"]
+    code, err = _exit(argv, capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert "--ray" in lines[0] and 'pip install -e ".[ray]"' in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    """A local Ray instance for this module's Ray tests (2 CPUs, no dashboard)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_cells_match_a_local_run_and_resume(ray_instance, tmp_path, omniglot_root):
+    """``--ray``: MHD's smoke cells (one run) as Ray tasks give the local run's results.json
+    (timings apart); a rerun computes only the cell that was removed."""
+    start = time.perf_counter()
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    assert main([*_argv(local, omniglot_root, "mhd"), "--limit", "1"]) == 0
+    ray_argv = [*_argv(on_ray, omniglot_root, "mhd"), "--limit", "1", "--ray"]
+    ray_argv[ray_argv.index("--workers") : ray_argv.index("--workers") + 2] = []  # --ray instead
+    assert main(ray_argv) == 0
+    assert _strip(_results(on_ray)) == _strip(_results(local))
+    assert _results(on_ray)["command"].endswith("--ray")
+    cells = sorted((on_ray / "cells").iterdir())
+    assert [c.name for c in cells] == sorted(c.name for c in (local / "cells").iterdir())
+
+    removed, kept = cells[0], cells[1:]
+    kept_times = [c.stat().st_mtime_ns for c in kept]
+    removed.unlink()
+    assert main(ray_argv) == 0
+    assert removed.exists() and [c.stat().st_mtime_ns for c in kept] == kept_times
+    assert _strip(_results(on_ray)) == _strip(_results(local))
+    print(f"ray: local + ray + resumed runs in {time.perf_counter() - start:.0f} s")
+
+
+@pytest.mark.slow
+def test_ray_cells_with_bpl_match_the_smoke_run(smoke, ray_instance, tmp_path, omniglot_root):
+    """bpl's cells on Ray (in parallel, sharing a fresh parse cache) give the local smoke run's
+    results.json."""
+    reference, _ = smoke
+    argv = [*_argv(tmp_path / "ray", omniglot_root, "bpl", "mhd"), "--ray"]
+    argv[argv.index("--workers") : argv.index("--workers") + 2] = []
+    assert main(argv) == 0
+    assert _strip(_results(tmp_path / "ray")) == _strip(_results(reference))
 
 
 def test_default_models_skip_the_vit_without_a_checkpoint(tmp_path, omniglot_root):

@@ -6,7 +6,8 @@
     conceptlearn compare --out results/compare_full --preset full --checkpoint checkpoints/vit_small1
 
 A bad argument is one line naming it, exit status 2, no traceback. Interrupted runs resume:
-rerun the same command.
+rerun the same command. ``--ray [ADDRESS]`` runs the cells as Ray tasks
+(:mod:`conceptlearn.experiments.ray_cells`) with the same results.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from conceptlearn.experiments.compare import (
     make_plan,
     run_compare,
 )
+from conceptlearn.experiments.ray_cells import import_ray, start_ray
 from conceptlearn.overrides import parse_key_values
 
 
@@ -103,13 +105,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="shift the support images as well as the queries",
     )
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--workers",
         type=_positive,
         default=None,
         metavar="N",
         help="processes for the runs of each cell (default: 1 for smoke, else one per "
         "CPU core on CPU and 1 on an accelerator); same results as 1",
+    )
+    where.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run the cells as Ray tasks on the cluster at ADDRESS (e.g. ray://head:10001 or "
+        "auto), else on a local Ray instance; same results as without (needs the [ray] extra)",
     )
     parser.add_argument(
         "--library",
@@ -158,6 +170,8 @@ def command_line(args: argparse.Namespace) -> str:
             parts += [f"--{flag}", str(value)]
     for item in args.bpl_set or []:
         parts += ["--bpl-set", item]
+    if args.ray is not None:
+        parts += ["--ray", args.ray] if args.ray else ["--ray"]
     if args.shift_support:
         parts.append("--shift-support")
     return shlex.join(parts)
@@ -174,7 +188,10 @@ def default_workers(preset: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     prog = "conceptlearn compare"
+    on_ray = args.ray is not None
     try:
+        if on_ray:
+            import_ray()  # before any work: a missing extra is one line
         try:
             overrides = parse_key_values(args.bpl_set)
         except ValueError as err:
@@ -194,20 +211,31 @@ def run(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             bpl_overrides=overrides,
         )
+        started_ray = start_ray(args.ray or None) if on_ray else False
     except BadArgument as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     for model, reason in plan.skipped:
         print(f"{prog}: skipping {model}: {reason}", file=sys.stderr)
-    workers = args.workers or default_workers(plan.preset)
+    workers = 1 if on_ray else args.workers or default_workers(plan.preset)
+    where = f"Ray tasks ({args.ray or 'local'})" if on_ray else f"{workers} worker(s)"
     print(
         f"{prog}: {len(plan.jobs)} cells of the {plan.preset} preset over {len(plan.runs)} "
-        f"runs of {plan.runs_spec}, {workers} worker(s) -> {args.out}",
+        f"runs of {plan.runs_spec}, {where} -> {args.out}",
         file=sys.stderr,
     )
-    results = run_compare(
-        plan, args.out, workers=workers, progress=not args.no_progress, command=command_line(args)
-    )
+    try:
+        results = run_compare(
+            plan,
+            args.out,
+            workers=workers,
+            progress=not args.no_progress,
+            command=command_line(args),
+            on_ray=on_ray,
+        )
+    finally:
+        if started_ray:
+            import_ray().shutdown()
     summary = results["summary"]
     for model, row in summary["sample_efficiency"].items():
         errors = ", ".join(f"k={k}: {e:.1f}%" for k, e in row["error_pct"].items())

@@ -28,6 +28,7 @@ import os
 import re
 import time
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -557,6 +558,36 @@ def collect(out: Path, plan: Plan, *, command: str = "", complete: bool = False)
     return results
 
 
+def evaluate_job(
+    plan: Plan,
+    job: Job,
+    out: Path,
+    *,
+    progress: bool = True,
+    pool: Executor | None = None,
+    source=None,
+) -> None:
+    """Evaluate one job into its results file(s) under ``out/cells`` (:func:`job_files`),
+    resuming the runs already there. ``pool``: processes for its runs (:func:`make_pool`);
+    ``source``: the run set's images (default: :func:`image_source`)."""
+    runs, spec = job_runs(plan, job)
+    evaluate_contender(
+        contender_for(job.model, job.options),
+        runs,
+        image_source(plan.runs_spec, plan.data) if source is None else source,
+        job_target(out, plan, job),
+        seed=plan.seed,
+        runs_spec=spec,
+        shift=job.shift,
+        shift_support=plan.shift_support and job.shift is not None,
+        ks=job.ks,
+        progress=progress,
+        desc=f"  {job_label(job)}",
+        pool=pool,
+        worker_setup=functools.partial(_setup, job.model, job.options, plan.runs_spec, plan.data),
+    )
+
+
 def run_compare(
     plan: Plan,
     out: str | os.PathLike,
@@ -564,43 +595,38 @@ def run_compare(
     workers: int = 1,
     progress: bool = True,
     command: str = "",
+    on_ray: bool = False,
 ) -> dict:
     """Run every job of ``plan`` (resuming any finished runs under ``out/cells``), rewriting
     ``out/results.json`` after each, then write ``summary.md`` and the three plots. Returns the
     results dict. ``workers > 1``: runs of each job spread over that many processes, which live
-    for the whole comparison (same results as one process)."""
+    for the whole comparison (same results as one process). ``on_ray``: each job is a task on
+    the Ray instance this process is connected to
+    (:func:`conceptlearn.experiments.ray_cells.run_jobs_on_ray`); the same files as locally."""
     out = Path(out)
     (out / "cells").mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    source = image_source(plan.runs_spec, plan.data)
-    pool = make_pool(workers) if workers > 1 else None
-    try:
-        bar = tqdm(plan.jobs, desc="compare", unit="cell", disable=not progress)
-        for job in bar:
-            bar.set_postfix_str(f"{job.experiment}: {job_label(job)}")
-            runs, spec = job_runs(plan, job)
-            evaluate_contender(
-                contender_for(job.model, job.options),
-                runs,
-                source,
-                job_target(out, plan, job),
-                seed=plan.seed,
-                runs_spec=spec,
-                shift=job.shift,
-                shift_support=plan.shift_support and job.shift is not None,
-                ks=job.ks,
-                progress=progress,
-                desc=f"  {job_label(job)}",
-                pool=pool,
-                worker_setup=functools.partial(
-                    _setup, job.model, job.options, plan.runs_spec, plan.data
-                ),
-            )
-            write_atomic(out / "results.json", collect(out, plan, command=command))
-        bar.close()
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+
+    def write_results() -> None:
+        write_atomic(out / "results.json", collect(out, plan, command=command))
+
+    if on_ray:
+        from conceptlearn.experiments.ray_cells import run_jobs_on_ray
+
+        run_jobs_on_ray(plan, out, job_done=write_results, progress=progress)
+    else:
+        source = image_source(plan.runs_spec, plan.data)
+        pool = make_pool(workers) if workers > 1 else None
+        try:
+            bar = tqdm(plan.jobs, desc="compare", unit="cell", disable=not progress)
+            for job in bar:
+                bar.set_postfix_str(f"{job.experiment}: {job_label(job)}")
+                evaluate_job(plan, job, out, progress=progress, pool=pool, source=source)
+                write_results()
+            bar.close()
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
     results = collect(out, plan, command=command, complete=True)
     write_atomic(out / "results.json", results)
     (out / "summary.md").write_text(summary_markdown(results, time.perf_counter() - start))
