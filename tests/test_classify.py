@@ -13,7 +13,7 @@ from scipy import ndimage
 from skimage.draw import line
 
 from conceptlearn.contenders import make_contender
-from conceptlearn.inference.classify import pair_terms, score_pairs
+from conceptlearn.inference.classify import pair_terms, score_pairs, strokes_used
 from conceptlearn.inference.fit import TRACE_COUNT
 from conceptlearn.model.library import save_library, toy_library
 
@@ -114,10 +114,12 @@ def test_k_sweep_gives_the_predictions_of_separate_evaluations(contender):
 
 
 def test_pair_terms_are_one_pair_function_batched(contender):
-    """score_pairs over a chunked, padded batch equals pair_terms called on each pair alone."""
+    """score_pairs over a chunked, padded batch, with unused stroke slots cut, equals
+    pair_terms called on each pair alone with every slot."""
     support, queries, _ = _episode((3, -2))
     parses = contender.parse(support[:, 0])
     q_parses = contender.parse(queries)
+    assert strokes_used(parses).min() < parses.mask.shape[2]  # some slots are cut
     cfg = dataclasses.replace(contender.cfg, pair_chunk=2)  # 3 pairs: two chunks, one padded
     c_idx, q_idx = np.array([0, 2, 1]), np.array([1, 1, 0])
     batched = score_pairs(parses, support[:, 0], q_parses, queries, c_idx, q_idx, cfg,

@@ -122,6 +122,22 @@ def _chunk_terms(c_parse, c_images, q_parse, q_images, cfg, n_steps, n_coarse, s
     )(c_parse, c_images, q_parse, q_images)
 
 
+def strokes_used(parses: Parse) -> np.ndarray:
+    """Stroke slots up to the last used one over the ``K`` parses: ``Parse`` with leading axes
+    ``(N, K)`` -> ``int (N,)`` (at least 1). Slots past it are masked in every parse and add
+    nothing to a refit, so :func:`score_pairs` drops them."""
+    used = np.asarray(parses.mask).any(-1).any(1)  # (N, S)
+    n_slots = used.shape[-1]
+    return np.where(used.any(-1), n_slots - np.argmax(used[:, ::-1], axis=-1), 1)
+
+
+def _take(parses: Parse, index: np.ndarray, n_slots: int) -> Parse:
+    """``parses`` (leading axes ``(N, K)``) at ``index int (M,)``, stroke slots cut to
+    ``n_slots``."""
+    return Parse(parses.points[index][:, :, :n_slots], parses.mask[index][:, :, :n_slots],
+                 parses.log_weight[index], parses.log_post[index])
+
+
 def score_pairs(
     c_parses: Parse,
     c_images,
@@ -138,9 +154,14 @@ def score_pairs(
 ) -> PairTerms:
     """:func:`pair_terms` of the pairs ``(c_index[m], q_index[m])``: class parses and images
     with leading axis ``N_c``, query parses and images with leading axis ``N_q``, index arrays
-    ``int (M,)`` -> :class:`PairTerms` of ``f32 (M, K)``. Pairs run in chunks of
-    ``cfg.pair_chunk`` (one compiled shape; fewer when there are fewer pairs), each chunk
-    sharded over the local devices."""
+    ``int (M,)`` -> :class:`PairTerms` of ``f32 (M, K)``.
+
+    Pairs run in chunks of ``cfg.pair_chunk`` (one compiled shape; fewer when there are fewer
+    pairs), each chunk sharded over the local devices. Pairs are sorted by the stroke slots
+    their parses use (:func:`strokes_used`), rounded up to one of three sizes (half, two thirds
+    and all of the slots: three compiled shapes), and each chunk keeps only the slots its pairs
+    need. A refit's cost grows about linearly with its slots, and two thirds of the pairs of a
+    dev episode need four of six or fewer."""
     c_index, q_index = np.asarray(c_index, np.int32), np.asarray(q_index, np.int32)
     m = len(c_index)
     k = c_parses.mask.shape[1]
@@ -152,24 +173,29 @@ def score_pairs(
     # fewer pairs than a chunk: the next power of two, so that few shapes are ever compiled
     chunk = -(-min(per_call, 1 << (m - 1).bit_length()) // n_dev) * n_dev
     total = -(-m // chunk) * chunk
-    c_index = np.concatenate([c_index, np.full(total - m, c_index[0], np.int32)])
-    q_index = np.concatenate([q_index, np.full(total - m, q_index[0], np.int32)])
+    slots = strokes_used(c_parses)[c_index]
+    if two_way:
+        slots = np.maximum(slots, strokes_used(q_parses)[q_index])
+    n_slots = c_parses.mask.shape[2]
+    sizes = np.unique([-(-n_slots // 2), -(-2 * n_slots // 3), n_slots])
+    slots = sizes[np.searchsorted(sizes, slots)]
+    order = np.argsort(slots, kind="stable")
+    order = np.concatenate([order, np.full(total - m, order[0])])  # pad with the fewest slots
     c_images, q_images = jnp.asarray(c_images), jnp.asarray(q_images)
     sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("pairs"))
     out = []
     for start in range(0, total, chunk):
-        ci, qi = c_index[start : start + chunk], q_index[start : start + chunk]
-        args = (
-            jax.tree.map(lambda x, i=ci: x[i], c_parses),
-            c_images[ci],
-            jax.tree.map(lambda x, i=qi: x[i], q_parses),
-            q_images[qi],
-        )
+        pairs = order[start : start + chunk]
+        ci, qi, n_slots = c_index[pairs], q_index[pairs], int(slots[pairs].max())
+        args = (_take(c_parses, ci, n_slots), c_images[ci], _take(q_parses, qi, n_slots),
+                q_images[qi])
         if sharding is not None:
             args = jax.device_put(args, sharding)
         out.append(_chunk_terms(*args, cfg, n_steps, n_coarse, score_level, two_way))
-    terms = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs])[:m], *out)
-    return PairTerms(*terms)
+    sorted_terms = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *out)
+    unsorted = np.empty(m, np.int64)
+    unsorted[order[:m]] = np.arange(m)
+    return PairTerms(*(x[unsorted] for x in sorted_terms))
 
 
 def as_image(image: np.ndarray) -> np.ndarray:
@@ -222,8 +248,10 @@ def _log_mean_exp_over_shots(per_shot, k: int) -> np.ndarray:
 
 def prune_scores(state: State, q_parses: Parse, q_images, cfg: BPLConfig) -> np.ndarray:
     """The cheap score ``f32 (n_query, n_way, k)`` of every (query, shot) pair: the best parse
-    each way, ``cfg.prune_steps`` refit steps at half resolution and scored there, the backward
-    term less the shot's own best parse refit the same way."""
+    each way, one refit of ``cfg.prune_steps`` long steps (``cfg.prune_lr`` from blur
+    ``cfg.prune_blur``) at half resolution and scored there, the backward term less the shot's
+    own best parse refit the same way."""
+    cfg = dataclasses.replace(cfg, refit_lr=cfg.prune_lr, blur_start=cfg.prune_blur, wide_lr=0.0)
     n_way, k = state.images.shape[:2]
     n_query = q_images.shape[0]
     best = jax.tree.map(lambda x: x[:, :, :1], state.parses)  # the best parse of each shot

@@ -1,7 +1,8 @@
 """Every knob of the ``bpl`` contender in one place, and its two presets.
 
 The defaults of :class:`BPLConfig` are the operating point: ``BPLConfig()`` is the ``FULL``
-preset, and ``QUICK`` differs only in pruning to 4 classes per query before the two-way refits.
+preset, and ``QUICK`` differs only in keeping 3 classes per query for the two-way refits
+instead of 6 (the others are pruned by a cheap score first; see ``prune_*``).
 Both configs are frozen (hashable) because they are static arguments of the jitted fits.
 
 Resolution: every optimiser run takes its first ``*_coarse_steps`` steps at half resolution
@@ -75,8 +76,10 @@ class FitConfig:
 class BPLConfig(FitConfig):
     """Every knob of the ``bpl`` contender: the fit constants plus classification."""
 
-    prune_width: int = 1000  # classes per query kept for the two-way refits (>= n_way: all)
+    prune_width: int = 6  # classes per query kept for the two-way refits (>= n_way: all)
     prune_steps: int = 6  # coarse refit steps of the cheap pruning score (0: no refit)
+    prune_lr: float = 1.5  # the pruning refit: one optimiser run, long steps ...
+    prune_blur: float = 12.0  # ... from this blur (the wide refit's search, without the short one)
     two_way: bool = True  # False: one-way score log P(I_T | I_C) only
     pair_chunk: int = 0  # (query, support image) pairs per jitted call (0: 64 on CPU, 1024 else)
 
@@ -99,7 +102,7 @@ def learned_noise(cfg: FitConfig, library) -> FitConfig:
 
 
 FULL = BPLConfig()
-QUICK = dataclasses.replace(FULL, prune_width=4)
+QUICK = dataclasses.replace(FULL, prune_width=3)
 
 
 def preset(quick: bool = False, overrides: dict[str, Any] | None = None) -> BPLConfig:
