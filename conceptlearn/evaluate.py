@@ -227,7 +227,11 @@ def evaluate_run_ks(
 _WORKER: dict[bytes, tuple[Contender, object]] = {}
 
 
-def _start_worker() -> None:
+def _start_worker(compilation_cache: str | None) -> None:
+    if compilation_cache:  # the parent's persistent compilation cache, shared by its workers
+        from conceptlearn.cache import enable_compilation_cache
+
+        enable_compilation_cache(compilation_cache)
     parent = os.getppid()
 
     def exit_with_parent() -> None:  # a killed harness must not leave its workers behind
@@ -246,6 +250,7 @@ def make_pool(workers: int) -> ProcessPoolExecutor:
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),  # jax is not fork-safe
         initializer=_start_worker,
+        initargs=(jax.config.jax_compilation_cache_dir,),
     )
 
 

@@ -131,6 +131,31 @@ def strokes_used(parses: Parse) -> np.ndarray:
     return np.where(used.any(-1), n_slots - np.argmax(used[:, ::-1], axis=-1), 1)
 
 
+def slot_sizes(max_strokes: int) -> tuple[int, ...]:
+    """The stroke-slot counts :func:`score_pairs` compiles: half, two thirds and all of
+    ``max_strokes`` (rounded up)."""
+    return tuple(sorted({-(-max_strokes // 2), -(-2 * max_strokes // 3), max_strokes}))
+
+
+# Compiled chunk functions by (argument shapes, static arguments).
+_COMPILED: dict[tuple, Any] = {}
+
+
+def _compiled_chunk(args, statics: tuple, args_with_slots, sizes: Sequence[int]):
+    """The compiled :func:`_chunk_terms` for ``args``. The first time a chunk shape and
+    ``statics`` are met, every slot count in ``sizes`` is compiled (``args_with_slots(n)``
+    builds the arguments with ``n`` slots), so that no later episode stops to compile."""
+
+    def key(a):
+        return (jax.tree.map(lambda x: (x.shape, x.dtype), a), statics)
+
+    if key(args) not in _COMPILED:
+        for n_slots in sizes:
+            a = args_with_slots(n_slots)
+            _COMPILED.setdefault(key(a), _chunk_terms.lower(*a, *statics).compile())
+    return _COMPILED[key(args)]
+
+
 def _take(parses: Parse, index: np.ndarray, n_slots: int) -> Parse:
     """``parses`` (leading axes ``(N, K)``) at ``index int (M,)``, stroke slots cut to
     ``n_slots``."""
@@ -158,8 +183,8 @@ def score_pairs(
 
     Pairs run in chunks of ``cfg.pair_chunk`` (one compiled shape; fewer when there are fewer
     pairs), each chunk sharded over the local devices. Pairs are sorted by the stroke slots
-    their parses use (:func:`strokes_used`), rounded up to one of three sizes (half, two thirds
-    and all of the slots: three compiled shapes), and each chunk keeps only the slots its pairs
+    their parses use (:func:`strokes_used`), rounded up to one of :func:`slot_sizes` (all three
+    compiled when a chunk shape is first met), and each chunk keeps only the slots its pairs
     need. A refit's cost grows about linearly with its slots, and two thirds of the pairs of a
     dev episode need four of six or fewer."""
     c_index, q_index = np.asarray(c_index, np.int32), np.asarray(q_index, np.int32)
@@ -176,22 +201,27 @@ def score_pairs(
     slots = strokes_used(c_parses)[c_index]
     if two_way:
         slots = np.maximum(slots, strokes_used(q_parses)[q_index])
-    n_slots = c_parses.mask.shape[2]
-    sizes = np.unique([-(-n_slots // 2), -(-2 * n_slots // 3), n_slots])
-    slots = sizes[np.searchsorted(sizes, slots)]
+    sizes = slot_sizes(c_parses.mask.shape[2])
+    slots = np.asarray(sizes)[np.searchsorted(sizes, slots)]
     order = np.argsort(slots, kind="stable")
     order = np.concatenate([order, np.full(total - m, order[0])])  # pad with the fewest slots
     c_images, q_images = jnp.asarray(c_images), jnp.asarray(q_images)
     sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("pairs"))
+    statics = (cfg, n_steps, n_coarse, score_level, two_way)
+
+    def chunk_args(pairs, n_slots):
+        ci, qi = c_index[pairs], q_index[pairs]
+        args = (_take(c_parses, ci, n_slots), c_images[ci], _take(q_parses, qi, n_slots),
+                q_images[qi])
+        return args if sharding is None else jax.device_put(args, sharding)
+
     out = []
     for start in range(0, total, chunk):
         pairs = order[start : start + chunk]
-        ci, qi, n_slots = c_index[pairs], q_index[pairs], int(slots[pairs].max())
-        args = (_take(c_parses, ci, n_slots), c_images[ci], _take(q_parses, qi, n_slots),
-                q_images[qi])
-        if sharding is not None:
-            args = jax.device_put(args, sharding)
-        out.append(_chunk_terms(*args, cfg, n_steps, n_coarse, score_level, two_way))
+        n_slots = int(slots[pairs].max())
+        args = chunk_args(pairs, n_slots)
+        compiled = _compiled_chunk(args, statics, functools.partial(chunk_args, pairs), sizes)
+        out.append(compiled(*args))
     sorted_terms = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *out)
     unsorted = np.empty(m, np.int64)
     unsorted[order[:m]] = np.arange(m)
