@@ -3,10 +3,16 @@
 - ``conceptlearn/data/small1.npz``: the generative model's library learned from the small1
   background strokes (``conceptlearn learn --background small1``; pickle-free, ~700 KB);
 - ``conceptlearn/data/small1.json``: its record: the command and learn config that made it, the
-  SHA-256 of the stroke archive it was learned from, and the SHA-256 of the ``.npz`` itself.
+  SHA-256 of the stroke archive it was learned from, and the SHA-256 of the ``.npz`` itself;
+- ``conceptlearn/data/vit_small1/``: the ViT comparator pretrained on the small1 background
+  images (``conceptlearn pretrain-vit --background small1``; ``config.json`` + ``params.npz``,
+  pickle-free, ~1.3 MB) and its ``record.json`` (command, the image archive's SHA-256, the
+  parameters' SHA-256).
 
-``default_library_path()`` is the library ``bpl`` uses when none is given; regenerate both files
-with :func:`write_library_record` after ``conceptlearn learn`` (see its docstring).
+``default_library_path()`` is the library ``bpl`` uses when none is given, and
+``default_checkpoint_path()`` the checkpoint of ``vit`` and ``vit-proto``; regenerate them with
+:func:`write_library_record` after ``conceptlearn learn`` and :func:`ship_checkpoint` after
+``conceptlearn pretrain-vit`` (see their docstrings).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SHIPPED_BACKGROUND = "small1"
+SHIPPED_CHECKPOINT = "vit_small1"
 # ``library=STANDIN`` asks ``bpl`` for the stand-in prior instead of the shipped library.
 STANDIN = "standin"
 
@@ -34,6 +41,23 @@ def default_library_path() -> Path:
             "made by `conceptlearn learn --background small1 --out LIB.npz`)"
         )
     return path
+
+
+def default_checkpoint_path() -> Path:
+    """The shipped ViT checkpoint folder (pretrained on small1); raises FileNotFoundError naming
+    the path when the package was installed without its data."""
+    path = DATA_DIR / SHIPPED_CHECKPOINT
+    if not (path / "params.npz").is_file():
+        raise FileNotFoundError(
+            f"the shipped ViT checkpoint {path} is missing (reinstall conceptlearn, or pass a "
+            "checkpoint made by `conceptlearn pretrain-vit --background small1 --out DIR`)"
+        )
+    return path
+
+
+def checkpoint_record(checkpoint: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The record of how a checkpoint folder was made (default: the shipped checkpoint's)."""
+    return json.loads((Path(checkpoint or default_checkpoint_path()) / "record.json").read_text())
 
 
 def library_record_path(library: str | os.PathLike | None = None) -> Path:
@@ -82,3 +106,39 @@ def write_library_record(
     path = library_record_path(library)
     path.write_text(json.dumps(record, indent=1) + "\n")
     return path
+
+
+def ship_checkpoint(
+    checkpoint: str | os.PathLike, dest: str | os.PathLike, *, background: str, root=None
+) -> Path:
+    """Copy a finished ``conceptlearn pretrain-vit`` folder's ``config.json`` and ``params.npz``
+    (not the optimiser state) into ``dest`` with a ``record.json``: the command, the image
+    archive's name and SHA-256, and the parameters' SHA-256. To refresh the shipped one::
+
+        conceptlearn pretrain-vit --background small1 --out checkpoints/vit_small1
+        python -c "from conceptlearn.shipped import ship_checkpoint as s; \
+            s('checkpoints/vit_small1', 'conceptlearn/data/vit_small1', background='small1')"
+    """
+    import shutil
+
+    from conceptlearn.baselines.vit.pretraining import BACKGROUNDS
+    from conceptlearn.datasets.omniglot import OmniglotImages
+
+    source, dest = Path(checkpoint), Path(dest)
+    config = json.loads((source / "config.json").read_text())
+    if config.get("step") != config.get("train", {}).get("steps"):
+        raise ValueError(f"{source}: pretraining is not finished (step {config.get('step')})")
+    archive = OmniglotImages(BACKGROUNDS[background], root).archive.source
+    if archive.suffix != ".zip":
+        raise ValueError(f"{archive}: the record needs the official zip to hash, not a folder")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "params.npz"):
+        shutil.copyfile(source / name, dest / name)
+    record = {
+        "background": background,
+        "command": f"conceptlearn pretrain-vit --background {background} --out {source}",
+        "source": {"file": archive.name, "sha256": sha256_file(archive)},
+        "params_sha256": sha256_file(dest / "params.npz"),
+    }
+    (dest / "record.json").write_text(json.dumps(record, indent=1) + "\n")
+    return dest

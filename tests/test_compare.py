@@ -22,7 +22,7 @@ from conceptlearn.datasets.shifts import SEVERITIES
 from conceptlearn.experiments import compare
 from conceptlearn.experiments.report import summarise
 from conceptlearn.model.library import load_library, save_library
-from conceptlearn.shipped import default_library_path
+from conceptlearn.shipped import default_checkpoint_path, default_library_path
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUTS = [
@@ -172,7 +172,7 @@ def _exit(argv, capsys) -> tuple[int, str]:
     ("extra", "named"),
     [
         (["--models", "nope"], "--models"),
-        (["--models", "vit"], "--checkpoint"),
+        (["--models", "vit", "--checkpoint", "EMPTY"], "--checkpoint"),
         (["--limit", "0"], "--limit"),
         (["--workers", "two"], "--workers"),
         (["--preset", "huge"], "--preset"),
@@ -253,11 +253,13 @@ def test_ray_cells_with_bpl_match_the_smoke_run(smoke, ray_instance, tmp_path, o
     assert _strip(_results(tmp_path / "ray")) == _strip(_results(reference))
 
 
-def test_default_models_skip_the_vit_without_a_checkpoint(tmp_path, omniglot_root):
+def test_default_models_use_the_shipped_checkpoint(tmp_path, omniglot_root):
     plan = compare.make_plan(out=tmp_path, preset="smoke", data=omniglot_root)
-    assert plan.models == ("bpl", "mhd")
-    assert [m for m, _ in plan.skipped] == ["vit", "vit-proto"]
-    assert all("pretrain-vit" in reason for _, reason in plan.skipped)
+    assert plan.models == compare.DEFAULT_MODELS
+    vit_jobs = [j for j in plan.jobs if j.model == "vit"]
+    assert vit_jobs and all(
+        dict(j.options)["checkpoint"] == str(default_checkpoint_path()) for j in vit_jobs
+    )
 
 
 @pytest.mark.parametrize("preset", ["standard", "full"])

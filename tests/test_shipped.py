@@ -1,14 +1,17 @@
-"""The library shipped as package data: it loads, passes its check, records where it came from,
-``bpl`` uses it by default, and ``conceptlearn learn`` reproduces it."""
+"""The library and ViT checkpoint shipped as package data: they load, pass their checks, record
+where they came from, the contenders use them by default, and ``conceptlearn learn`` reproduces
+the library."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 
+import jax
 import numpy as np
 import pytest
 
+from conceptlearn.baselines.vit.checkpoint import load_checkpoint
 from conceptlearn.cli import main
 from conceptlearn.contenders import make_contender
 from conceptlearn.datasets.download import FILES
@@ -16,6 +19,8 @@ from conceptlearn.model.learn import LearnConfig
 from conceptlearn.model.library import Library, check_library, load_library
 from conceptlearn.shipped import (
     STANDIN,
+    checkpoint_record,
+    default_checkpoint_path,
     default_library_path,
     library_record,
     sha256_file,
@@ -63,3 +68,18 @@ def test_learn_reproduces_the_shipped_library(omniglot_root, tmp_path):
             atol=1e-5,
             err_msg=name,
         )
+
+
+def test_shipped_vit_checkpoint_loads_records_its_source_and_is_the_default():
+    path = default_checkpoint_path()
+    cfg, _, params, config = load_checkpoint(path)  # pickle-free, checked against its config
+    assert config["background"] == "small1" and config["step"] == config["train"]["steps"]
+    record = checkpoint_record()
+    assert record["source"]["file"] == "images_background_small1.zip"
+    assert record["source"]["sha256"] == FILES["images_background_small1"].digests["sha256"]
+    assert record["params_sha256"] == sha256_file(path / "params.npz")
+    assert sum(np.asarray(x).size for x in jax.tree.leaves(params)) > 100_000
+    for model in ("vit", "vit-proto"):
+        contender = make_contender(model)
+        assert contender.config["checkpoint"] == str(path)
+        assert contender.config["vit"] == json.loads(json.dumps(dataclasses.asdict(cfg)))

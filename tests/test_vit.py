@@ -263,8 +263,6 @@ def test_same_seed_same_scores_and_no_retrace(chars, tiny_checkpoint):
 
 
 def test_contender_options_are_checked(tiny_checkpoint):
-    with pytest.raises(ValueError, match="needs --checkpoint"):
-        make_contender("vit")
     with pytest.raises(ValueError, match="unknown vit override"):
         make_contender("vit", checkpoint=str(tiny_checkpoint), overrides={"stepz": 3})
     with pytest.raises(ValueError, match="train_blocks"):

@@ -62,8 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=sorted(REGISTRY),
         default=None,
         metavar="MODEL",
-        help=f"contenders (default: {' '.join(DEFAULT_MODELS)}; "
-        "the ViT ones are skipped when there is no --checkpoint)",
+        help=f"contenders (default: {' '.join(DEFAULT_MODELS)})",
     )
     parser.add_argument(
         "--runs",
@@ -133,7 +132,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint",
         default=None,
         metavar="DIR",
-        help="pretrained ViT checkpoint (conceptlearn pretrain-vit) for vit, vit-proto",
+        help="pretrained ViT checkpoint (conceptlearn pretrain-vit) for vit, vit-proto "
+        "(default: the shipped small1 checkpoint)",
     )
     parser.add_argument(
         "--bpl-set",
@@ -215,8 +215,6 @@ def run(args: argparse.Namespace) -> int:
     except BadArgument as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
-    for model, reason in plan.skipped:
-        print(f"{prog}: skipping {model}: {reason}", file=sys.stderr)
     workers = 1 if on_ray else args.workers or default_workers(plan.preset)
     where = f"Ray tasks ({args.ray or 'local'})" if on_ray else f"{workers} worker(s)"
     print(

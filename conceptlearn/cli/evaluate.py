@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--limit", type=int, default=None, help="only the first N runs (for quick checks)"
     )
-    parser.add_argument("--checkpoint", default=None, help="pretrained ViT checkpoint folder")
+    parser.add_argument("--checkpoint", default=None, help="pretrained ViT checkpoint folder (default: the shipped small1 one)")
     parser.add_argument(
         "--library",
         default=None,

@@ -51,6 +51,7 @@ from conceptlearn.evaluate import (
 )
 from conceptlearn.experiments.plots import plot_all
 from conceptlearn.experiments.report import summarise, summary_markdown
+from conceptlearn.shipped import default_checkpoint_path
 
 RESULTS_VERSION = 1
 VIT_MODELS = ("vit", "vit-proto", "vit-scratch")  # contenders that start from a checkpoint
@@ -192,7 +193,6 @@ class Plan:
     models: tuple[str, ...]
     jobs: tuple[Job, ...]
     runs: tuple[Run, ...]  # the largest-k runs (n_runs of them)
-    skipped: tuple[tuple[str, str], ...]  # (model, reason)
     notes: tuple[str, ...]
 
 
@@ -276,8 +276,8 @@ def make_plan(
     bpl_overrides: dict[str, Any] | None = None,
 ) -> Plan:
     """Check the arguments (raising :class:`BadArgument` naming the first bad one) and list the
-    jobs. ``models`` None: the default set, leaving out the ViT contenders when there is no
-    ``checkpoint`` (recorded in ``skipped``); named explicitly, a ViT without one is an error."""
+    jobs. ``models`` None: the default set. The ViT contenders start from ``checkpoint``, by
+    default the shipped small1 checkpoint; bpl uses ``library``, by default the shipped one."""
     if preset not in PRESETS:
         raise BadArgument(
             f"argument --preset: unknown preset {preset!r}; choose from {sorted(PRESETS)}"
@@ -289,24 +289,15 @@ def make_plan(
     if ks[0] < 1:
         raise BadArgument(f"argument --ks: shots per class must be >= 1, got {list(ks)}")
     shift_specs = _shift_list(p.shifts if shifts is None else shifts)
-    explicit = models is not None
     models = tuple(dict.fromkeys(models or DEFAULT_MODELS))
     unknown = [m for m in models if m not in REGISTRY]
     if unknown:
         raise BadArgument(
             f"argument --models: unknown model {unknown[0]!r}; choose from {sorted(REGISTRY)}"
         )
-    skipped: list[tuple[str, str]] = []
-    if checkpoint is None:
-        needs = [m for m in models if m in ("vit", "vit-proto")]
-        if needs and explicit:
-            raise BadArgument(
-                f"argument --checkpoint: {', '.join(needs)} need(s) a pretrained "
-                f"ViT checkpoint; {MAKE_CHECKPOINT}"
-            )
-        skipped = [(m, f"no --checkpoint ({MAKE_CHECKPOINT})") for m in needs]
-        models = tuple(m for m in models if m not in needs)
-    elif not (Path(checkpoint) / "config.json").is_file():
+    if checkpoint is None and any(m in VIT_MODELS for m in models):
+        checkpoint = str(default_checkpoint_path())  # the shipped small1 ViT
+    if checkpoint is not None and not (Path(checkpoint) / "config.json").is_file():
         raise BadArgument(
             f"argument --checkpoint: {checkpoint} is not a checkpoint folder "
             f"(no config.json); {MAKE_CHECKPOINT}"
@@ -376,7 +367,6 @@ def make_plan(
         models=models,
         jobs=tuple(jobs),
         runs=tuple(runs),
-        skipped=tuple(skipped),
         notes=tuple(notes),
     )
 
@@ -548,7 +538,6 @@ def collect(out: Path, plan: Plan, *, command: str = "", complete: bool = False)
             "shift_support": plan.shift_support,
             "anytime": [[j.model, j.point] for j in plan.jobs if j.experiment == "anytime"],
         },
-        "skipped": [{"model": m, "reason": r} for m, r in plan.skipped],
         "notes": list(plan.notes),
         "device": device_description(),
         "versions": versions(),

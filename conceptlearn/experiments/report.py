@@ -163,7 +163,6 @@ def summary_markdown(results: dict, wall_seconds: float) -> str:
             else ""
         ),
     ]
-    lines += [f"- skipped {s_['model']}: {s_['reason']}" for s_ in results["skipped"]]
     lines += [f"- note: {n}" for n in results["notes"]]
     lines += [
         "",

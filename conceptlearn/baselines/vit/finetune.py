@@ -262,13 +262,15 @@ class ViTContender:
 
 def _pretrained(
     checkpoint: str | os.PathLike | None, model: str
-) -> tuple[ViTConfig, nnx.State, dict]:
+) -> tuple[ViTConfig, nnx.State, dict, str]:
+    """The architecture, backbone parameters, config and path of ``checkpoint``, by default the
+    shipped small1 checkpoint."""
     if checkpoint is None:
-        raise ValueError(
-            f"model {model!r} needs --checkpoint DIR (made by `conceptlearn pretrain-vit`)"
-        )
+        from conceptlearn.shipped import default_checkpoint_path
+
+        checkpoint = default_checkpoint_path()
     cfg, _, params, config = load_checkpoint(checkpoint)
-    return cfg, params["backbone"], config
+    return cfg, params["backbone"], config, str(checkpoint)
 
 
 def _pretrain_provenance(checkpoint, config: dict[str, Any]) -> dict[str, Any]:
@@ -309,7 +311,7 @@ def make_finetune_contender(
     quick: bool = False,
 ) -> ViTContender:
     """``vit``: pretrained backbone, head from class means, fine-tuned on the support set."""
-    cfg, backbone, config = _pretrained(checkpoint, "vit")
+    cfg, backbone, config, checkpoint = _pretrained(checkpoint, "vit")
     ft = _replace(FINETUNE_DEFAULT, overrides or {}, "vit")
     if quick:
         ft = dataclasses.replace(ft, steps=max(1, ft.steps // 4))
@@ -325,7 +327,7 @@ def make_proto_contender(
     quick: bool = False,
 ) -> ViTContender:
     """``vit-proto``: pretrained embedding, nearest class mean (cosine), no fine-tuning."""
-    cfg, backbone, config = _pretrained(checkpoint, "vit-proto")
+    cfg, backbone, config, checkpoint = _pretrained(checkpoint, "vit-proto")
     ft = _replace(FinetuneConfig(steps=0), overrides or {}, "vit-proto")
     if ft.steps != 0:
         raise ValueError("vit-proto does not fine-tune (steps must be 0); use --model vit")
