@@ -62,11 +62,14 @@ def classify(learned: Learned, images: np.ndarray, *, seed: int = 0) -> np.ndarr
 def parse(image: np.ndarray, *, quick: bool = False, seed: int = 0, library=None):
     """The K best parses of one image (``conceptlearn.inference.fit.Parse``: stroke points
     ``(K, S, P, 2)`` in ``(col, row)`` pixels, masks, normalised log weights), weighted by
-    ``log P(type)`` under ``library`` (from :func:`load_library`; None: a stand-in prior)."""
+    ``log P(type)`` under ``library``: a loaded library or a path to one; None: the shipped small1
+    library; ``"standin"``: the stand-in prior."""
     from conceptlearn.inference.classify import FULL, QUICK, as_image
     from conceptlearn.inference.fit import parse_image
+    from conceptlearn.shipped import resolve_library
 
-    return parse_image(as_image(image), QUICK if quick else FULL, seed=seed, library=library)
+    cfg = QUICK if quick else FULL
+    return parse_image(as_image(image), cfg, seed=seed, library=resolve_library(library))
 
 
 def sample(library, *, n_concepts: int, n_exemplars: int, seed: int = 0) -> np.ndarray:

@@ -55,6 +55,23 @@ def default_checkpoint_path() -> Path:
     return path
 
 
+def resolve_library(library=None):
+    """A loaded library from ``library``: None -> the shipped small1 library; ``"standin"`` ->
+    None (the stand-in prior); a path -> that ``.npz``, loaded and checked; a loaded
+    :class:`~conceptlearn.model.library.Library` as it is."""
+    from conceptlearn.model.library import load_library
+
+    if library is None:
+        return load_library(default_library_path())
+    if isinstance(library, str | os.PathLike):
+        if str(library) == STANDIN:
+            return None
+        if not Path(library).is_file():
+            raise FileNotFoundError(f"library {library} does not exist")
+        return load_library(library)
+    return library
+
+
 def checkpoint_record(checkpoint: str | os.PathLike | None = None) -> dict[str, Any]:
     """The record of how a checkpoint folder was made (default: the shipped checkpoint's)."""
     return json.loads((Path(checkpoint or default_checkpoint_path()) / "record.json").read_text())

@@ -1,4 +1,5 @@
-"""``conceptlearn parse IMAGE --library LIB.npz --out parse.png``: overlay + JSON, clear errors."""
+"""``conceptlearn parse IMAGE [--library LIB.npz|standin] --out parse.png``: overlay + JSON (the
+shipped library by default), clear errors."""
 
 from __future__ import annotations
 
@@ -22,13 +23,15 @@ def _l_shape_png(path) -> np.ndarray:
     return ink
 
 
-@pytest.mark.parametrize("with_library", [True, False])
-def test_parse_cli_writes_overlay_and_json_on_the_ink(tmp_path, with_library):
+@pytest.mark.parametrize("library", ["toy", "shipped", "standin"])
+def test_parse_cli_writes_overlay_and_json_on_the_ink(tmp_path, library):
     ink = _l_shape_png(tmp_path / "l.png")
     argv = ["parse", str(tmp_path / "l.png"), "--out", str(tmp_path / "p.png"), "--quick"]
-    if with_library:
+    if library == "toy":
         save_library(toy_library(n_primitives=6), tmp_path / "lib.npz")
         argv += ["--library", str(tmp_path / "lib.npz")]
+    elif library == "standin":
+        argv += ["--library", "standin"]
     assert main(argv) == 0
     assert Image.open(tmp_path / "p.png").size[0] > 0
     parses = json.loads((tmp_path / "p.json").read_text())["parses"]

@@ -17,6 +17,7 @@ import os
 import shlex
 import sys
 
+from conceptlearn.cli.common import add_data_argument
 from conceptlearn.contenders import REGISTRY
 from conceptlearn.experiments.compare import (
     DEFAULT_MODELS,
@@ -145,11 +146,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(VALUE parsed as JSON when it can be); repeatable",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--data",
-        default=None,
-        help="Omniglot folder (default: $CONCEPTLEARN_DATA or ./data/omniglot)",
-    )
+    add_data_argument(parser)
     parser.add_argument("--no-progress", action="store_true")
 
 

@@ -6,6 +6,7 @@ import argparse
 import functools
 from pathlib import Path
 
+from conceptlearn.cli.common import add_data_argument
 from conceptlearn.contenders import make_contender
 from conceptlearn.datasets.episodes import load_runs
 from conceptlearn.datasets.shifts import parse_shift
@@ -44,11 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a contender hyperparameter (VALUE parsed as JSON when it can be); repeatable",
     )
-    parser.add_argument(
-        "--data",
-        default=None,
-        help="Omniglot folder (default: $CONCEPTLEARN_DATA or ./data/omniglot)",
-    )
+    add_data_argument(parser)
     parser.add_argument(
         "--shift",
         default=None,

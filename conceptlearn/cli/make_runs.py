@@ -7,17 +7,14 @@ import argparse
 import json
 from pathlib import Path
 
+from conceptlearn.cli.common import add_data_argument
 from conceptlearn.datasets.episodes import load_runs, make_dev_run_set, write_run_folders
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", default="dev", help="committed run set (dev, dev-k5, ...) [dev]")
     parser.add_argument("--out", required=True, help="destination folder for runNN/ folders")
-    parser.add_argument(
-        "--data",
-        default=None,
-        help="Omniglot folder (default: $CONCEPTLEARN_DATA or ./data/omniglot)",
-    )
+    add_data_argument(parser)
     parser.add_argument(
         "--regenerate",
         action="store_true",

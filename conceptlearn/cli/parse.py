@@ -18,7 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "image", nargs="?", default=None, help="PNG image of one character (black ink on white)"
     )
-    parser.add_argument("--library", default=None, help="generative-model library .npz")
+    parser.add_argument(
+        "--library",
+        default=None,
+        help="generative-model library .npz (default: the shipped small1 library; "
+        "'standin': the stand-in prior)",
+    )
     parser.add_argument(
         "--out", required=True, help="overlay figure (.png), or folder with --errors"
     )
@@ -35,14 +40,11 @@ def run(args: argparse.Namespace) -> int:
 
     from conceptlearn.inference.classify import FULL, QUICK, as_image
     from conceptlearn.inference.fit import parse_image
+    from conceptlearn.shipped import STANDIN, resolve_library
 
-    if args.library is not None and not Path(args.library).is_file():
+    if args.library not in (None, STANDIN) and not Path(args.library).is_file():
         raise SystemExit(f"parse: --library {args.library} does not exist")
-    library = None
-    if args.library is not None:
-        from conceptlearn.model.library import load_library
-
-        library = load_library(args.library)
+    library = resolve_library(args.library)
     cfg = QUICK if args.quick else FULL
     if args.errors is not None:
         written = save_error_overlays(

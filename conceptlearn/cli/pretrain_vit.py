@@ -7,6 +7,7 @@ import argparse
 
 from conceptlearn.baselines.vit.model import PRESETS
 from conceptlearn.baselines.vit.pretraining import BACKGROUNDS, configs_from_overrides, pretrain
+from conceptlearn.cli.common import add_data_argument
 from conceptlearn.overrides import parse_key_values
 
 
@@ -30,11 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a ViTConfig/TrainConfig field (repeatable)",
     )
-    parser.add_argument(
-        "--data",
-        default=None,
-        help="Omniglot folder (default: $CONCEPTLEARN_DATA or ./data/omniglot)",
-    )
+    add_data_argument(parser)
     parser.add_argument("--no-progress", action="store_true")
 
 
