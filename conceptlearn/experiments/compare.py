@@ -95,12 +95,13 @@ SMOKE_BPL = {
 }
 ALL_SHIFTS = tuple(f"{name}={s:g}" for name, strengths in SEVERITIES.items() for s in strengths)
 
-# The default preset must finish in 30 minutes on a 2-core CPU box (README's main job). Measured
-# CPU seconds of bpl's full preset per 20-way episode: ~125 for the k = 1..10 sweep, ~10 at
-# k = 1; so ~6 x 125 (sweep) + 26 shift cells x 4 x 10 + 6 x 20 (anytime ladder) + compiling,
-# about 2,200 CPU seconds: ~19 minutes on two cores. Tune these two numbers to the budget.
-STANDARD_RUNS = 6  # dev runs of sample efficiency and anytime
-STANDARD_SHIFT_RUNS = 4  # the first runs of those that every shift cell uses
+# The default preset must finish in 30 minutes on a 2-core CPU box (README's main job). CPU
+# seconds of bpl's full preset per 20-way episode (one worker): ~33 for the k = 1..10 sweep,
+# ~4.5 at k = 1, plus ~60 of compiling per config and worker; so ~10 x 33 (sweep) + 27 shift
+# cells x 6 x 4.5 + 4 x 10 x 5 (anytime ladder) + compiling, about 1,800 CPU seconds: ~15
+# minutes on two cores (measured: docs/benchmarks.md). Tune these two numbers to the budget.
+STANDARD_RUNS = 10  # dev runs of sample efficiency and anytime
+STANDARD_SHIFT_RUNS = 6  # the first runs of those that every shift cell uses
 
 
 @dataclasses.dataclass(frozen=True)
