@@ -210,24 +210,31 @@ def test_ray_missing_is_a_one_line_error(tmp_path, omniglot_root, capsys, monkey
     assert not (tmp_path / "out").exists()
 
 
-@pytest.fixture(scope="module")
-def ray_instance():
-    """A local Ray instance for this module's Ray tests (2 CPUs, no dashboard)."""
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield ray
-    ray.shutdown()
+def _on_ray(argv: list[str]) -> None:
+    """Run ``conceptlearn compare ARGV --ray`` in a fresh interpreter that starts (and stops) a
+    local Ray instance: Ray's processes and threads stay out of the test process."""
+    pytest.importorskip("ray")
+    argv = list(argv)
+    argv[argv.index("--workers") : argv.index("--workers") + 2] = []  # --ray instead
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DASHBOARD": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "conceptlearn.cli", *argv, "--ray"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
-def test_ray_cells_match_a_local_run_and_resume(ray_instance, tmp_path, omniglot_root):
+def test_ray_cells_match_a_local_run_and_resume(tmp_path, omniglot_root):
     """``--ray``: MHD's smoke cells (one run) as Ray tasks give the local run's results.json
     (timings apart); a rerun computes only the cell that was removed."""
     start = time.perf_counter()
     local, on_ray = tmp_path / "local", tmp_path / "ray"
     assert main([*_argv(local, omniglot_root, "mhd"), "--limit", "1"]) == 0
-    ray_argv = [*_argv(on_ray, omniglot_root, "mhd"), "--limit", "1", "--ray"]
-    ray_argv[ray_argv.index("--workers") : ray_argv.index("--workers") + 2] = []  # --ray instead
-    assert main(ray_argv) == 0
+    ray_argv = [*_argv(on_ray, omniglot_root, "mhd"), "--limit", "1"]
+    _on_ray(ray_argv)
     assert _strip(_results(on_ray)) == _strip(_results(local))
     assert _results(on_ray)["command"].endswith("--ray")
     cells = sorted((on_ray / "cells").iterdir())
@@ -236,20 +243,18 @@ def test_ray_cells_match_a_local_run_and_resume(ray_instance, tmp_path, omniglot
     removed, kept = cells[0], cells[1:]
     kept_times = [c.stat().st_mtime_ns for c in kept]
     removed.unlink()
-    assert main(ray_argv) == 0
+    _on_ray(ray_argv)
     assert removed.exists() and [c.stat().st_mtime_ns for c in kept] == kept_times
     assert _strip(_results(on_ray)) == _strip(_results(local))
     print(f"ray: local + ray + resumed runs in {time.perf_counter() - start:.0f} s")
 
 
 @pytest.mark.slow
-def test_ray_cells_with_bpl_match_the_smoke_run(smoke, ray_instance, tmp_path, omniglot_root):
+def test_ray_cells_with_bpl_match_the_smoke_run(smoke, tmp_path, omniglot_root):
     """bpl's cells on Ray (in parallel, sharing a fresh parse cache) give the local smoke run's
     results.json."""
     reference, _ = smoke
-    argv = [*_argv(tmp_path / "ray", omniglot_root, "bpl", "mhd"), "--ray"]
-    argv[argv.index("--workers") : argv.index("--workers") + 2] = []
-    assert main(argv) == 0
+    _on_ray(_argv(tmp_path / "ray", omniglot_root, "bpl", "mhd"))
     assert _strip(_results(tmp_path / "ray")) == _strip(_results(reference))
 
 

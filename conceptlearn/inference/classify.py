@@ -33,6 +33,7 @@ Images that are not 105 x 105 are resized to 105 x 105 (bilinear) and thresholde
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 from collections.abc import Sequence
@@ -137,8 +138,10 @@ def slot_sizes(max_strokes: int) -> tuple[int, ...]:
     return tuple(sorted({-(-max_strokes // 2), -(-2 * max_strokes // 3), max_strokes}))
 
 
-# Compiled chunk functions by (argument shapes, static arguments).
-_COMPILED: dict[tuple, Any] = {}
+# Compiled chunk functions by (argument shapes, static arguments), the most recently used last;
+# at most _MAX_COMPILED are kept (a long-lived process meets many configs).
+_COMPILED: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
+_MAX_COMPILED = 48
 
 
 def _compiled_chunk(args, statics: tuple, args_with_slots, sizes: Sequence[int]):
@@ -152,7 +155,11 @@ def _compiled_chunk(args, statics: tuple, args_with_slots, sizes: Sequence[int])
     if key(args) not in _COMPILED:
         for n_slots in sizes:
             a = args_with_slots(n_slots)
-            _COMPILED.setdefault(key(a), _chunk_terms.lower(*a, *statics).compile())
+            if key(a) not in _COMPILED:
+                _COMPILED[key(a)] = _chunk_terms.lower(*a, *statics).compile()
+        while len(_COMPILED) > _MAX_COMPILED:
+            _COMPILED.popitem(last=False)
+    _COMPILED.move_to_end(key(args))
     return _COMPILED[key(args)]
 
 
