@@ -33,7 +33,6 @@ Images that are not 105 x 105 are resized to 105 x 105 (bilinear) and thresholde
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 from collections.abc import Sequence
@@ -138,31 +137,6 @@ def slot_sizes(max_strokes: int) -> tuple[int, ...]:
     return tuple(sorted({-(-max_strokes // 2), -(-2 * max_strokes // 3), max_strokes}))
 
 
-# Compiled chunk functions by (argument shapes, static arguments), the most recently used last;
-# at most _MAX_COMPILED are kept (a long-lived process meets many configs).
-_COMPILED: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
-_MAX_COMPILED = 48
-
-
-def _compiled_chunk(args, statics: tuple, args_with_slots, sizes: Sequence[int]):
-    """The compiled :func:`_chunk_terms` for ``args``. The first time a chunk shape and
-    ``statics`` are met, every slot count in ``sizes`` is compiled (``args_with_slots(n)``
-    builds the arguments with ``n`` slots), so that no later episode stops to compile."""
-
-    def key(a):
-        return (jax.tree.map(lambda x: (x.shape, x.dtype), a), statics)
-
-    if key(args) not in _COMPILED:
-        for n_slots in sizes:
-            a = args_with_slots(n_slots)
-            if key(a) not in _COMPILED:
-                _COMPILED[key(a)] = _chunk_terms.lower(*a, *statics).compile()
-        while len(_COMPILED) > _MAX_COMPILED:
-            _COMPILED.popitem(last=False)
-    _COMPILED.move_to_end(key(args))
-    return _COMPILED[key(args)]
-
-
 def _take(parses: Parse, index: np.ndarray, n_slots: int) -> Parse:
     """``parses`` (leading axes ``(N, K)``) at ``index int (M,)``, stroke slots cut to
     ``n_slots``."""
@@ -190,8 +164,8 @@ def score_pairs(
 
     Pairs run in chunks of ``cfg.pair_chunk`` (one compiled shape; fewer when there are fewer
     pairs), each chunk sharded over the local devices. Pairs are sorted by the stroke slots
-    their parses use (:func:`strokes_used`), rounded up to one of :func:`slot_sizes` (all three
-    compiled when a chunk shape is first met), and each chunk keeps only the slots its pairs
+    their parses use (:func:`strokes_used`), rounded up to one of :func:`slot_sizes` (each
+    compiled the first time a chunk needs it), and each chunk keeps only the slots its pairs
     need. A refit's cost grows about linearly with its slots, and two thirds of the pairs of a
     dev episode need four of six or fewer."""
     c_index, q_index = np.asarray(c_index, np.int32), np.asarray(q_index, np.int32)
@@ -226,9 +200,7 @@ def score_pairs(
     for start in range(0, total, chunk):
         pairs = order[start : start + chunk]
         n_slots = int(slots[pairs].max())
-        args = chunk_args(pairs, n_slots)
-        compiled = _compiled_chunk(args, statics, functools.partial(chunk_args, pairs), sizes)
-        out.append(compiled(*args))
+        out.append(_chunk_terms(*chunk_args(pairs, n_slots), *statics))
     sorted_terms = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *out)
     unsorted = np.empty(m, np.int64)
     unsorted[order[:m]] = np.arange(m)
