@@ -137,10 +137,6 @@ def slot_sizes(max_strokes: int) -> tuple[int, ...]:
     return tuple(sorted({-(-max_strokes // 2), -(-2 * max_strokes // 3), max_strokes}))
 
 
-# (chunk size, parse shape, static arguments) of score_pairs calls whose slot sizes are compiled.
-_WARMED: set[tuple] = set()
-
-
 def _take(parses: Parse, index: np.ndarray, n_slots: int) -> Parse:
     """``parses`` (leading axes ``(N, K)``) at ``index int (M,)``, stroke slots cut to
     ``n_slots``."""
@@ -168,9 +164,9 @@ def score_pairs(
 
     Pairs run in chunks of ``cfg.pair_chunk`` (one compiled shape; fewer when there are fewer
     pairs), each chunk sharded over the local devices. Pairs are sorted by the stroke slots
-    their parses use (:func:`strokes_used`), rounded up to one of :func:`slot_sizes` (all of
-    them compiled, through the jit, the first time a chunk shape is met), and each chunk keeps
-    only the slots its pairs need. A refit's cost grows about linearly with its slots, and two thirds of the pairs of a
+    their parses use (:func:`strokes_used`), rounded up to one of :func:`slot_sizes` (each
+    compiled the first time a chunk needs it), and each chunk keeps only the slots its pairs
+    need. A refit's cost grows about linearly with its slots, and two thirds of the pairs of a
     dev episode need four of six or fewer."""
     c_index, q_index = np.asarray(c_index, np.int32), np.asarray(q_index, np.int32)
     m = len(c_index)
@@ -204,12 +200,6 @@ def score_pairs(
     for start in range(0, total, chunk):
         pairs = order[start : start + chunk]
         n_slots = int(slots[pairs].max())
-        signature = (chunk, c_parses.points.shape[1:], statics)
-        if signature not in _WARMED:  # every slot size now, so no later episode stops to compile
-            _WARMED.add(signature)
-            for size in sizes:
-                if size != n_slots:
-                    jax.block_until_ready(_chunk_terms(*chunk_args(pairs, size), *statics))
         out.append(_chunk_terms(*chunk_args(pairs, n_slots), *statics))
     sorted_terms = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *out)
     unsorted = np.empty(m, np.int64)
