@@ -91,3 +91,13 @@ def test_check_library_accepts_valid_and_names_source(library):
     bad = library._replace(relation_probs=library.relation_probs * 2)
     with pytest.raises(LibraryFormatError, match="mine: relation_probs"):
         check_library(bad, "mine")
+
+
+def test_library_without_first_position_weights_loads_with_the_later_strokes(tmp_path):
+    """Libraries written before ``first_position_weights`` existed still load."""
+    library = toy_library()
+    fields = {k: np.asarray(v) for k, v in library._asdict().items()}
+    del fields["first_position_weights"]
+    np.savez(tmp_path / "old.npz", **fields)
+    loaded = load_library(tmp_path / "old.npz")
+    np.testing.assert_array_equal(loaded.first_position_weights, library.position_weights)

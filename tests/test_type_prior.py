@@ -79,9 +79,10 @@ def reference_log_prob(library, t: Type) -> float:
         else:
             lp += np.log(lib["relation_probs"][kind])
         if kind == INDEPENDENT:
+            weights = lib["first_position_weights" if i == 0 else "position_weights"]
             density = sum(
                 w * stats.multivariate_normal(c, lib["position_sd"] ** 2).pdf(t.position[i])
-                for w, c in zip(lib["position_weights"], lib["position_centers"], strict=True)
+                for w, c in zip(weights, lib["position_centers"], strict=True)
             )
             lp += np.log(density)
         else:
@@ -266,3 +267,27 @@ def test_type_from_splines_finds_relations(library):
         type_from_splines(library, [])
     with pytest.raises(ValueError, match="stroke 0"):
         type_from_splines(library, [np.zeros((MAX_SUBSTROKES + 1, 5, 2))])
+
+
+def test_first_stroke_starts_by_its_own_density(library, types):
+    """The first stroke's start follows ``first_position_weights``, not ``position_weights``:
+    a chi-square test of the sampled starts' counts in a 4 x 4 grid against each density's cell
+    probabilities (estimated from 400k draws; cells expecting < 5 starts pooled)."""
+    assert not np.allclose(library.first_position_weights, library.position_weights)
+
+    def cells(points):
+        ij = np.clip(np.asarray(points) // 26.25, 0, 3).astype(int)
+        return np.bincount(ij[:, 0] * 4 + ij[:, 1], minlength=16)
+
+    counts = cells(types.position[:, 0])
+
+    def p_value(weights, key):
+        draws = position_dist(library, (400_000,), weights).sample(jax.random.key(key))
+        expected = cells(draws) / 400_000 * counts.sum()
+        small = expected < 5
+        obs = np.append(counts[~small], counts[small].sum())
+        exp = np.append(expected[~small], expected[small].sum())
+        return stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue
+
+    assert p_value(library.first_position_weights, 3) > 1e-3
+    assert p_value(library.position_weights, 4) < 1e-6

@@ -6,7 +6,8 @@
   shape and a log-normal over scale; the number of clusters is chosen by the held-out likelihood
   (forward algorithm over primitive ids) of strokes of characters that the fit did not see;
 - start and transition probabilities, stroke and sub-stroke counts: counts with smoothing;
-- relations and the start-position density of independent strokes: from ``infer_relations``;
+- relations, the start-position density of the first stroke and that of later independent
+  strokes: from ``infer_relations``;
 - token noise and affine spread: from how the 20 drawers of one character differ.
 """
 
@@ -218,6 +219,7 @@ def _primitive_only_library(primitives: dict[str, np.ndarray]) -> Library:
         "n_sub_probs": np.full((MAX_STROKES, MAX_SUBSTROKES), 1 / MAX_SUBSTROKES),
         "relation_probs": np.full(4, 0.25),
         "position_weights": np.ones(1),
+        "first_position_weights": np.ones(1),
         "position_centers": np.full((1, 2), IMAGE_SIZE / 2.0),
         "position_sd": 10.0,
         "shape_noise_sd": 0.1,
@@ -273,25 +275,37 @@ def fit_counts(drawings: list[Drawing], config: LearnConfig) -> dict[str, np.nda
 
 
 def fit_relations(drawings: list[Drawing], config: LearnConfig) -> dict[str, np.ndarray]:
-    """Relation-kind probabilities and the start-position mixture of independent strokes."""
+    """Relation-kind probabilities and two start-position mixtures on one grid of centres with
+    one sd: ``position_weights`` over the starts of every independent stroke (the first
+    included: the parse score uses it for every stroke), ``first_position_weights`` over first
+    strokes only (BPL's separate first-stroke density; the type model's first stroke)."""
     kinds = np.zeros(4)
-    starts = []
+    starts, firsts = [], []
     for d in drawings:
         for i, (kind, *_rest) in enumerate(infer_relations(d.controls)):
             if i > 0:
                 kinds[kind] += 1
             if kind == INDEPENDENT:
                 starts.append(d.controls[i][0, 0])
+        firsts.append(d.controls[0][0, 0])
     kinds = kinds + 1.0
     g = config.position_grid
     step = IMAGE_SIZE / g
     axis = (np.arange(g) + 0.5) * step
     centers = np.stack(np.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)
-    nearest = ((np.asarray(starts)[:, None] - centers[None]) ** 2).sum(-1).argmin(1)
-    weights = np.bincount(nearest, minlength=g * g) + config.count_smoothing
+
+    def weights(points: list[np.ndarray]) -> np.ndarray:
+        counts = np.zeros(g * g)
+        if points:
+            nearest = ((np.asarray(points)[:, None] - centers[None]) ** 2).sum(-1).argmin(1)
+            counts = np.bincount(nearest, minlength=g * g).astype(float)
+        counts = counts + config.count_smoothing
+        return counts / counts.sum()
+
     return {
         "relation_probs": kinds / kinds.sum(),
-        "position_weights": weights / weights.sum(),
+        "position_weights": weights(starts),
+        "first_position_weights": weights(firsts),
         "position_centers": centers,
         "position_sd": np.asarray(step),
     }

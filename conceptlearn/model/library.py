@@ -40,7 +40,10 @@ class Library(NamedTuple):
     - ``n_sub_probs``: ``(S, J)`` P(n_sub = 1..J | n_strokes = row + 1);
     - ``relation_probs``: ``(4,)`` independent / start-of / end-of / along (strokes after the first);
     - ``position_weights (G,)``, ``position_centers (G, 2)``, ``position_sd ()``: Gaussian mixture
-      density over start positions of independent strokes (pixels).
+      density over start positions of independent strokes after the first (pixels);
+    - ``first_position_weights (G,)``: the mixture weights of the first stroke's start (same
+      centres and sd; BPL learns the first stroke's start apart from the others'). Libraries
+      written before this field load with ``position_weights`` in its place.
 
     Token level:
     - ``shape_noise_sd ()``: motor noise on normalised shapes;
@@ -69,6 +72,7 @@ class Library(NamedTuple):
     affine_sd: jnp.ndarray
     blur_range: jnp.ndarray
     epsilon_range: jnp.ndarray
+    first_position_weights: jnp.ndarray
 
     @property
     def n_primitives(self) -> int:
@@ -101,11 +105,14 @@ def _expected_shapes(n_primitives: int, n_centers: int) -> dict[str, tuple[int, 
         "affine_sd": (4,),
         "blur_range": (2,),
         "epsilon_range": (2,),
+        "first_position_weights": (G,),
     }
 
 
 _PROBABILITIES = ("start_probs", "trans_probs", "n_strokes_probs", "n_sub_probs")
-_PROBABILITIES += ("relation_probs", "position_weights")
+_PROBABILITIES += ("relation_probs", "position_weights", "first_position_weights")
+# fields added after libraries were first written -> the field that stands in for them
+_FALLBACKS = {"first_position_weights": "position_weights"}
 _POSITIVE = ("shape_sd", "log_scale_sd", "position_sd", "shape_noise_sd")
 _POSITIVE += ("log_scale_noise_sd", "position_noise_sd", "affine_sd")
 
@@ -168,6 +175,9 @@ def load_library(path: str | os.PathLike) -> Library:
         raise FileNotFoundError(f"library file {path} does not exist") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
         raise LibraryFormatError(f"{path}: not a readable library .npz ({err})") from err
+    for name, stand_in in _FALLBACKS.items():
+        if name not in arrays and stand_in in arrays:
+            arrays[name] = arrays[stand_in]
     missing = set(Library._fields) - set(arrays)
     if missing:
         raise LibraryFormatError(f"{path}: missing fields {sorted(missing)}")
@@ -207,4 +217,5 @@ def toy_library(n_primitives: int = 4, n_centers: int = 4, seed: int = 0) -> Lib
         affine_sd=np.array([0.1, 0.1, 2.0, 2.0]),
         blur_range=np.array(BLUR_RANGE),
         epsilon_range=np.array(EPSILON_RANGE),
+        first_position_weights=simplex(G),  # drawn last: the fields above keep their values
     )

@@ -117,14 +117,27 @@ def primitive_scale_dist(library: Library, ids: jnp.ndarray) -> dist.Distributio
     return dist.LogNormal(library.log_scale_mean[ids], library.log_scale_sd[ids])
 
 
-def position_dist(library: Library, batch_shape: tuple[int, ...] = ()) -> dist.Distribution:
+def position_dist(
+    library: Library, batch_shape: tuple[int, ...] = (), weights=None
+) -> dist.Distribution:
     """Start position of an independent stroke: Gaussian mixture over the image, event ``(2,)``,
-    batch ``batch_shape`` (broadcast explicitly: numpyro's ``expand`` promotes ranks)."""
+    batch ``batch_shape`` (broadcast explicitly: numpyro's ``expand`` promotes ranks). ``weights
+    (..., G)``: the mixture weights (default ``library.position_weights``)."""
     G = library.position_centers.shape[0]
     centers = jnp.broadcast_to(library.position_centers, (*batch_shape, G, 2))
-    weights = jnp.broadcast_to(library.position_weights, (*batch_shape, G))
+    weights = library.position_weights if weights is None else weights
+    weights = jnp.broadcast_to(weights, (*batch_shape, G))
     components = dist.Normal(centers, library.position_sd * jnp.ones_like(centers)).to_event(1)
     return dist.MixtureSameFamily(dist.Categorical(probs=weights), components)
+
+
+def start_position_weights(library: Library) -> jnp.ndarray:
+    """``(S, G)``: the first stroke starts by ``first_position_weights``, later independent
+    strokes by ``position_weights``."""
+    rest = jnp.broadcast_to(
+        library.position_weights, (MAX_STROKES - 1, *library.position_weights.shape)
+    )
+    return jnp.concatenate([library.first_position_weights[None], rest], axis=0)
 
 
 def relation_probs(library: Library) -> jnp.ndarray:
@@ -170,7 +183,8 @@ def type_model(library: Library) -> None:
     numpyro.sample("parent_sub", dist.Categorical(probs=sub_choice).mask(along))
     numpyro.sample("along_t", dist.Uniform(jnp.zeros(S), jnp.ones(S)).mask(along))
     independent = stroke_mask & (relation == INDEPENDENT)
-    numpyro.sample("position", position_dist(library, (S,)).mask(independent))
+    starts = position_dist(library, (S,), start_position_weights(library))
+    numpyro.sample("position", starts.mask(independent))
 
 
 def _sites(type_: Type) -> dict[str, jnp.ndarray]:
