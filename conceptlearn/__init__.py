@@ -1,13 +1,14 @@
 """conceptlearn: few-shot concept learning with a BPL-style generative model, and its comparators.
 
-The public API (``learn``, ``score``, ``classify``, ``parse``, ``sample``, ``load_library``,
-``save_library``, ``make_contender``) lives in ``conceptlearn.api`` and is imported on first use,
+The public API (``learn`` -> ``Concepts``, ``load``, ``score``, ``classify``, ``predict_proba``,
+``parse``, ``sample``, ``load_library``, ``save_library``, ``make_contender``) lives in ``conceptlearn.api`` and is imported on first use,
 so ``import conceptlearn`` stays light.
 """
 
 __version__ = "0.1.0"
 
-_API = {"learn", "score", "classify", "parse", "sample", "load_library", "save_library", "Learned"}
+_API = {"learn", "load", "score", "classify", "predict_proba", "parse", "sample"}
+_API |= {"load_library", "save_library", "Learned", "Concepts"}
 __all__ = sorted(_API | {"make_contender"})
 
 

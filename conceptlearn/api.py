@@ -1,62 +1,49 @@
 """The small public API, re-exported by ``conceptlearn``.
 
     import conceptlearn as cl
-    learned = cl.learn(support)                 # bool (n_concepts, k, H, W) or (k, H, W): one concept
-    cl.classify(learned, queries)               # int (n_query,)
-    cl.score(learned, queries)                  # f32 (n_query, n_concepts), higher = more likely
+    concepts = cl.learn(support)                # bool (n_concepts, k, H, W) or (k, H, W): one concept
+    concepts.score(queries)                     # f32 (n_query, n_concepts), higher = more likely
+    concepts.predict_proba(queries)             # f32 (n_query, n_concepts), rows sum to 1
+    concepts.classify(queries)                  # int (n_query,)
+    concepts.sample(9, key=jax.random.key(0))   # f32 (n_concepts, 9, 105, 105): new exemplars
+    concepts.save("c.npz"); cl.load("c.npz")    # pickle-free
     cl.parse(image)                             # the K best programs (strokes) of one image
     cl.sample(cl.load_library("lib.npz"), n_concepts=4, n_exemplars=6)
 
 Any contender of the comparison can learn (``model="mhd"``, ``"vit"`` with ``checkpoint=...``,
-``"bpl"``, ...); the default is the generative model, ``bpl``.
+``"bpl"``, ...); the default is the generative model, ``bpl``. ``cl.score(concepts, images)``
+and ``cl.classify(concepts, images)`` are the methods as functions. The concept object is
+:class:`conceptlearn.concept.Concepts`.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import numpy as np
 
-from conceptlearn.cache import enable_compilation_cache
-from conceptlearn.contenders import Contender, make_contender
+from conceptlearn.concept import Concepts, learn, load
+
+Learned = Concepts  # the name of the learned-concepts type before it grew methods
+
+__all__ = ["Concepts", "Learned", "learn", "load", "score", "classify", "predict_proba"]
 
 
-class Learned(NamedTuple):
-    """Concepts learned from support images: the contender and its fitted state."""
-
-    contender: Contender
-    state: Any
-    n_concepts: int
+def score(learned: Concepts, images: Any) -> np.ndarray:
+    """``learned.score(images)``: ``f32 (n, n_concepts)`` for ``images (n, H, W)`` or one
+    ``(H, W)``."""
+    return learned.score(images)
 
 
-def learn(images: np.ndarray, *, model: str = "bpl", seed: int = 0, **options: Any) -> Learned:
-    """Learn concepts from ``images``: ``bool (n_concepts, k, H, W)``, or ``(k, H, W)`` for one
-    concept from k examples (True = ink). ``options`` go to the contender's factory
-    (``quick=True``, ``library=...``, ``checkpoint=...``, ``overrides={...}``)."""
-    enable_compilation_cache()
-    support = np.asarray(images, dtype=bool)
-    if support.ndim == 3:
-        support = support[None]
-    if support.ndim != 4:
-        raise ValueError(f"images must be (n_concepts, k, H, W) or (k, H, W), got {support.shape}")
-    contender = make_contender(model, seed=seed, **options)
-    state = contender.fit(support, key=jax.random.fold_in(jax.random.key(seed), 0))
-    return Learned(contender, state, support.shape[0])
+def classify(learned: Concepts, images: Any) -> np.ndarray:
+    """``learned.classify(images)``: the most likely concept ``int (n,)`` of each image."""
+    return learned.classify(images)
 
 
-def score(learned: Learned, images: np.ndarray, *, seed: int = 0) -> np.ndarray:
-    """Scores ``f32 (n, n_concepts)`` of ``images bool (n, H, W)`` (or one ``(H, W)`` image)."""
-    queries = np.asarray(images, dtype=bool)
-    if queries.ndim == 2:
-        queries = queries[None]
-    key = jax.random.fold_in(jax.random.key(seed), 1)
-    return np.asarray(learned.contender.scores(learned.state, queries, key=key))
-
-
-def classify(learned: Learned, images: np.ndarray, *, seed: int = 0) -> np.ndarray:
-    """The most likely concept ``int (n,)`` for each of ``images bool (n, H, W)``."""
-    return score(learned, images, seed=seed).argmax(axis=1)
+def predict_proba(learned: Concepts, images: Any) -> np.ndarray:
+    """``learned.predict_proba(images)``: ``f32 (n, n_concepts)``, rows sum to 1."""
+    return learned.predict_proba(images)
 
 
 def parse(image: np.ndarray, *, quick: bool = False, seed: int = 0, library=None):

@@ -33,7 +33,7 @@ def test_learn_classify_score_with_mhd():
 
 def test_bad_shapes_are_named():
     with pytest.raises(ValueError, match=r"\(n_concepts, k, H, W\)"):
-        cl.learn(np.zeros((105, 105), dtype=bool), model="mhd")
+        cl.learn(np.zeros((1, 2, 3, 105, 105), dtype=bool), model="mhd")
 
 
 @pytest.mark.slow  # compiling the batched type sampler takes about a minute on 2 cores
