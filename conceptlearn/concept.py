@@ -216,29 +216,8 @@ class Concepts:
     def sample(self, n: int, key: jax.Array, blur_sigma: float = 0.5) -> np.ndarray:
         """``n`` new exemplars of every concept: ink probabilities ``f32 (n_concepts, n, 105,
         105)`` (:func:`conceptlearn.model.generate.sample_exemplars`; bpl only)."""
-        from conceptlearn.model.generate import TokenNoise, sample_exemplars
-
-        if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n: expected a positive integer, got {n!r}")
         parses = self._parses("sample()")
-        noise = TokenNoise.of(self.contender.cfg)
-        keys = jax.random.split(key, self.n_concepts)
-        return np.stack(
-            [
-                np.asarray(
-                    sample_exemplars(
-                        parses.points[c],
-                        parses.mask[c],
-                        parses.log_weight[c],
-                        noise,
-                        key=keys[c],
-                        n=int(n),
-                        blur_sigma=blur_sigma,
-                    )
-                )
-                for c in range(self.n_concepts)
-            ]
-        )
+        return exemplars_of_parses(parses, self.contender.cfg, n, key, blur_sigma)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the concepts to ``path`` (``.npz``, no pickle): the support images, the
@@ -279,6 +258,98 @@ def learn(images: Any, *, model: str = "bpl", seed: int = 0, **options: Any) -> 
     contender = make_contender(model, seed=seed, **options)
     state = contender.fit(support, key=jax.random.fold_in(jax.random.key(seed), 0))
     return Concepts(contender, state, support, model, dict(options), seed)
+
+
+def exemplars_of_parses(parses, cfg, n: int, key: jax.Array, blur_sigma: float = 0.5):
+    """``n`` new exemplars ``f32 (n_concepts, n, 105, 105)`` of concepts whose support images
+    have ``parses`` (leading axes ``(n_concepts, k)``), with the token noise of ``cfg``."""
+    from conceptlearn.model.generate import TokenNoise, sample_exemplars
+
+    if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n: expected a positive integer, got {n!r}")
+    noise = TokenNoise.of(cfg)
+    keys = jax.random.split(key, parses.points.shape[0])
+    return np.stack(
+        [
+            np.asarray(
+                sample_exemplars(
+                    parses.points[c],
+                    parses.mask[c],
+                    parses.log_weight[c],
+                    noise,
+                    key=keys[c],
+                    n=int(n),
+                    blur_sigma=blur_sigma,
+                )
+            )
+            for c in range(parses.points.shape[0])
+        ]
+    )
+
+
+def generate(
+    images: Any,
+    n: int,
+    *,
+    seed: int = 0,
+    quick: bool = False,
+    library=None,
+    blur_sigma: float = 0.5,
+) -> np.ndarray:
+    """New exemplars of the concepts shown by ``images`` (as for :func:`learn`): ink
+    probabilities ``f32 (n_concepts, n, 105, 105)``. The same as ``learn(images).sample(n,
+    key)`` with ``key = jax.random.key(seed)``, without the work that only scoring needs (the
+    support's log evidence)."""
+    from conceptlearn.cache import enable_compilation_cache
+
+    support = support_images(images)
+    enable_compilation_cache()
+    contender = make_contender("bpl", seed=seed, quick=quick, library=library)
+    n_concepts, k = support.shape[:2]
+    parses = contender.parse(support.reshape(n_concepts * k, IMAGE_SIZE, IMAGE_SIZE))
+    parses = jax.tree.map(lambda x: x.reshape(n_concepts, k, *x.shape[1:]), parses)
+    return exemplars_of_parses(parses, contender.cfg, n, jax.random.key(seed), blur_sigma)
+
+
+def generate_in_style(
+    images: Any,
+    n: int,
+    *,
+    seed: int = 0,
+    quick: bool = False,
+    library=None,
+    blur_sigma: float = 0.5,
+) -> np.ndarray:
+    """``n`` new characters in the style of ``images`` ``(n_characters, H, W)`` (characters of
+    one alphabet): ink probabilities ``f32 (n, 105, 105)`` of their noise-free tokens.
+
+    Each character's best parse becomes a type, the library's categorical parts are re-fitted
+    to those types (:func:`conceptlearn.model.generate.style_library`), and new types are drawn
+    from the re-fitted prior, inside the canvas (:func:`conceptlearn.model.sample.sample_images`).
+    """
+    from conceptlearn.cache import enable_compilation_cache
+    from conceptlearn.model.generate import stroke_controls, style_library
+    from conceptlearn.model.sample import sample_images
+    from conceptlearn.model.type_prior import type_from_splines
+    from conceptlearn.shipped import resolve_library
+
+    if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n: expected a positive integer, got {n!r}")
+    shown = query_images(images)
+    enable_compilation_cache()
+    contender = make_contender("bpl", seed=seed, quick=quick, library=library)
+    lib = resolve_library(library)
+    parses = jax.tree.map(np.asarray, contender.parse(shown))
+    types = []
+    for points, mask in zip(parses.points[:, 0], parses.mask[:, 0], strict=True):
+        controls = stroke_controls(points, mask)[: len(lib.n_strokes_probs)]
+        if controls:
+            types.append(type_from_splines(lib, controls))
+    if not types:
+        raise ValueError("images: no character could be parsed into strokes")
+    styled = style_library(lib, types)
+    key = jax.random.fold_in(jax.random.key(seed), 2)
+    return np.asarray(sample_images(styled, key, int(n), 1, blur_sigma))[:, 0]
 
 
 def load(path: str | os.PathLike) -> Concepts:

@@ -3,11 +3,11 @@
 Samples ``--new-concepts`` types from the library's prior with ``--exemplars`` tokens each (the
 images of ``conceptlearn sample --new-concepts N --exemplars M``; the noise-free first column is
 not counted), binarised at ink probability 1/2, kept inside the canvas (the default) and, with
-``--also-anywhere``, from the untruncated prior too; with ``--real N``, the same share over the
-first N images of the evaluation set.
+``--also-anywhere``, from the untruncated prior too; with ``--real N``, the same share over N
+real images of ``--real-split`` (evenly spaced in name order).
 
     CONCEPTLEARN_DATA=/work/shared/omniglot python scripts/border_ink.py \\
-        --new-concepts 100 --exemplars 9 --also-anywhere --real 2000 --out results/border_ink.json
+        --new-concepts 100 --exemplars 9 --also-anywhere --real 2000 --real-split background --out results/border_ink.json
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from conceptlearn.model.sample import border_ink_share, sample_images
 from conceptlearn.shipped import resolve_library
 
 
-def real_share(n: int, root=None) -> float:
-    """Border share of the first ``n`` evaluation images (sorted by name)."""
+def real_share(n: int, split: str, root=None) -> float:
+    """Border share of ``n`` images of ``split``, evenly spaced in name order."""
     from conceptlearn.datasets.omniglot import OmniglotImages
 
-    images = OmniglotImages("evaluation", root)
+    images = OmniglotImages(split, root)
     keys = [k for a in images.alphabets for c in images.characters(a) for k in images.keys(a, c)]
-    return border_ink_share(np.stack([images.image(k) for k in keys[:n]]))
+    keys = keys[:: max(len(keys) // n, 1)][:n]
+    return border_ink_share(np.stack([images.image(k) for k in keys]))
 
 
 def main(argv=None) -> int:
@@ -39,7 +40,8 @@ def main(argv=None) -> int:
     parser.add_argument("--exemplars", type=int, default=9)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--also-anywhere", action="store_true", help="also the untruncated prior")
-    parser.add_argument("--real", type=int, default=0, help="also the first N evaluation images")
+    parser.add_argument("--real", type=int, default=0, help="also N real images (evenly spaced)")
+    parser.add_argument("--real-split", default="evaluation", help="split of the real images")
     parser.add_argument("--data", default=None, help="Omniglot folder (default $CONCEPTLEARN_DATA)")
     parser.add_argument("--out", required=True, help="results JSON")
     args = parser.parse_args(argv)
@@ -71,10 +73,8 @@ def main(argv=None) -> int:
             "seconds": round(time.perf_counter() - start, 2),
         }
     if args.real:
-        out["real_evaluation"] = {
-            "n_images": args.real,
-            "border_share": real_share(args.real, args.data),
-        }
+        share = real_share(args.real, args.real_split, args.data)
+        out["real"] = {"split": args.real_split, "n_images": args.real, "border_share": share}
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1)
     print(json.dumps(out))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from numpyro.distributions.gof import multinomial_goodness_of_fit
 
 from conceptlearn.model.generate import TokenNoise, choose_parse, sample_exemplars, token_drawing
@@ -76,3 +77,51 @@ def test_exemplars_are_reproducible_images_inside_the_canvas():
     assert not np.array_equal(images, draw(jax.random.key(3)))
     assert border_ink_share(images) == 0.0
     assert (images > 0.5).any(axis=(1, 2)).all()
+
+
+def test_style_library_is_the_dirichlet_posterior_mean():
+    from conceptlearn.model.generate import STYLE_PRIOR, stroke_controls, style_library
+    from conceptlearn.model.library import toy_library
+    from conceptlearn.model.type_prior import type_from_splines
+
+    library = toy_library(n_primitives=5, n_centers=4, seed=2)
+    points, mask, _ = _parses()
+    controls = stroke_controls(points[0, 1], mask[0, 1])  # the L: two strokes
+    assert len(controls) == 2 and all(c.shape[1:] == (5, 2) for c in controls)
+    types = [type_from_splines(library, controls)] * 3
+    styled = style_library(library, types)
+    a = STYLE_PRIOR.counts
+    expected = a * np.asarray(library.n_strokes_probs, np.float64)
+    expected[1] += 3  # three two-stroke characters
+    np.testing.assert_allclose(styled.n_strokes_probs, expected / (a + 3), rtol=1e-5)
+    first = int(types[0].ids[0, 0])
+    assert styled.start_probs[first] > library.start_probs[first]
+    np.testing.assert_array_equal(styled.shape_mean, library.shape_mean)  # shapes untouched
+    assert styled.first_position_weights.argmax() == np.argmin(
+        ((np.asarray(library.position_centers) - np.asarray(types[0].position[0])) ** 2).sum(1)
+    )
+
+
+@pytest.mark.slow  # parses images with the generative model
+def test_generate_cli_writes_both_grids(tmp_path, small1_images):
+    from PIL import Image
+
+    from conceptlearn.cli import main
+
+    keys = [
+        small1_images.keys(a, small1_images.characters(a)[0])[0]
+        for a in small1_images.alphabets[:2]
+    ]
+    paths = []
+    (tmp_path / "alphabet").mkdir()
+    for i, key in enumerate(keys):
+        path = tmp_path / "alphabet" / f"c{i}.png"
+        Image.fromarray(np.uint8(~small1_images.image(key)) * 255).save(path)
+        paths.append(str(path))
+    argv = ["generate", "--from", paths[0], "--from", paths[1], "--exemplars", "3", "--quick"]
+    assert main([*argv, "--out", str(tmp_path / "a.png")]) == 0
+    assert Image.open(tmp_path / "a.png").size == (4 * 108 + 3, 2 * 108 + 3)
+    alphabet = str(tmp_path / "alphabet")
+    argv = ["generate", "--alphabet-from", alphabet, "--new-concepts", "3", "--quick"]
+    assert main([*argv, "--out", str(tmp_path / "b.png")]) == 0
+    assert Image.open(tmp_path / "b.png").size == (10 * 108 + 3, 2 * 108 + 3)

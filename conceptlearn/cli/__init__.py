@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "learn": ("learn", "learn the generative model's library from strokes"),
     "sample": ("sample", "sample new characters and exemplars as a grid"),
     "parse": ("parse", "parse an image into strokes (overlay + JSON)"),
+    "generate": (
+        "generate",
+        "new exemplars of characters in images, or new characters in an alphabet's style",
+    ),
 }
 
 

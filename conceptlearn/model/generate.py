@@ -23,10 +23,13 @@ from functools import partial
 from typing import NamedTuple
 
 import jax
+import numpy as np
 
 from conceptlearn.model.image import pixel_probs
+from conceptlearn.model.library import INDEPENDENT, MAX_SUBSTROKES, make_library
 from conceptlearn.model.render import render
 from conceptlearn.model.sample import MARGIN, TOKEN_TRIES, first_fitting, overshoot
+from conceptlearn.model.splines import fit_pieces, resample_stroke
 from conceptlearn.model.token import sample_token_noise, token_ink, token_points
 
 
@@ -89,3 +92,102 @@ def sample_exemplars(
         return pixel_probs(render(moved, m, token_ink(token)), blur_sigma, 0.0)
 
     return jax.vmap(one)(jax.random.split(key, n))
+
+
+# ------------------------------------------------------------ new characters in a given style
+# BPL's "generate new concepts" task: from a few characters of one alphabet, new characters
+# that share its primitives, stroke counts and relations. Each character's best parse becomes a
+# type (``type_from_splines``: sub-strokes by spline fits, primitive ids by Viterbi, relations
+# by geometry); the library's categorical parts are then re-estimated from these types with the
+# library itself as a Dirichlet prior (posterior means), and new types are sampled from it.
+
+
+class StylePrior(NamedTuple):
+    """Dirichlet prior strengths (pseudo-counts in all, spread like the library's
+    probabilities) of :func:`style_library`: each is how many of the alphabet's observations
+    the library's value is worth."""
+
+    counts: float = 4.0  # n_strokes_probs and each row of n_sub_probs
+    start: float = 8.0  # start_probs (first primitive of a stroke)
+    transitions: float = 4.0  # each row of trans_probs
+    relations: float = 4.0  # relation_probs
+    positions: float = 4.0  # first_position_weights and position_weights
+
+
+def stroke_controls(points, mask, max_sub: int | None = None) -> list:
+    """The sub-strokes of one parse as spline control points: ``points f32 (S, P, 2)``, ``mask
+    bool (S, P)`` -> per stroke with at least two distinct points, ``f64 (n_sub, 5, 2)`` (at
+    most ``max_sub``, default ``MAX_SUBSTROKES``; the fit is coarsened until it fits). Host
+    code (numpy)."""
+    max_sub = MAX_SUBSTROKES if max_sub is None else max_sub
+    out = []
+    for stroke, valid in zip(np.asarray(points), np.asarray(mask), strict=True):
+        if valid.sum() < 2:
+            continue
+        dense = resample_stroke(stroke[valid], spacing=1.0)
+        if len(dense) < 2:
+            continue
+        for max_residual in (2.0, 4.0, 8.0, np.inf):
+            pieces = fit_pieces(dense, max_residual)
+            if len(pieces) <= max_sub:
+                break
+        out.append(np.stack([control for control, _ in pieces]))
+    return out
+
+
+STYLE_PRIOR = StylePrior()
+
+
+def style_library(library, types, prior: StylePrior | None = None):
+    """``library`` with its categorical parts re-estimated from ``types`` (a list of
+    :class:`~conceptlearn.model.type_prior.Type`, one per character of an alphabet): stroke
+    and sub-stroke counts, first primitives and transitions, relations and start positions,
+    each the posterior mean under a Dirichlet prior centred on the library's value (strengths
+    ``prior``, default :data:`STYLE_PRIOR`). Shapes, scales and token noise stay the library's. Host code (numpy)."""
+    prior = STYLE_PRIOR if prior is None else prior
+    lib = {k: np.asarray(v, np.float64) for k, v in library._asdict().items()}
+    n_strokes = np.zeros_like(lib["n_strokes_probs"])
+    n_sub = np.zeros_like(lib["n_sub_probs"])
+    start = np.zeros_like(lib["start_probs"])
+    trans = np.zeros_like(lib["trans_probs"])
+    relations = np.zeros_like(lib["relation_probs"])
+    firsts, starts = [], []
+    for t in types:
+        t = {k: np.asarray(v) for k, v in t._asdict().items()}
+        s = int(t["n_strokes"])
+        n_strokes[s - 1] += 1
+        for i in range(s):
+            j = int(t["n_sub"][i])
+            n_sub[s - 1, j - 1] += 1
+            ids = t["ids"][i, :j]
+            start[ids[0]] += 1
+            np.add.at(trans, (ids[:-1], ids[1:]), 1.0)
+            if i > 0:
+                relations[t["relation"][i]] += 1
+            if t["relation"][i] == INDEPENDENT:
+                (firsts if i == 0 else starts).append(t["position"][i])
+    starts = firsts + starts  # position_weights covers every independent stroke, as learned
+
+    def nearest(points):
+        counts = np.zeros(len(lib["position_centers"]))
+        if points:
+            d = ((np.asarray(points)[:, None] - lib["position_centers"][None]) ** 2).sum(-1)
+            np.add.at(counts, d.argmin(1), 1.0)
+        return counts
+
+    def posterior(prior_probs, counts, strength):
+        post = strength * prior_probs + counts
+        return post / post.sum(-1, keepdims=True)
+
+    lib.update(
+        n_strokes_probs=posterior(lib["n_strokes_probs"], n_strokes, prior.counts),
+        n_sub_probs=posterior(lib["n_sub_probs"], n_sub, prior.counts),
+        start_probs=posterior(lib["start_probs"], start, prior.start),
+        trans_probs=posterior(lib["trans_probs"], trans, prior.transitions),
+        relation_probs=posterior(lib["relation_probs"], relations, prior.relations),
+        first_position_weights=posterior(
+            lib["first_position_weights"], nearest(firsts), prior.positions
+        ),
+        position_weights=posterior(lib["position_weights"], nearest(starts), prior.positions),
+    )
+    return make_library(**lib)
