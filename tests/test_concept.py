@@ -180,3 +180,33 @@ def test_bpl_concepts_parse_sample_and_round_trip(tmp_path):
     loaded = cl.load(tmp_path / "bpl.npz")
     np.testing.assert_array_equal(loaded.score(queries), concepts.score(queries))
     np.testing.assert_array_equal(loaded.sample(3, jax.random.key(1)), exemplars)
+
+
+def test_predict_proba_uses_the_fitted_temperature():
+    from conceptlearn.concept import temperatures
+
+    support, queries = _bars()
+    concepts = cl.learn(support, model="mhd")
+    t = temperatures()["mhd"]["temperature"]
+    assert concepts.temperature() == t and t != 1.0
+    scores = concepts.score(queries).astype(np.float64) / t
+    expected = np.exp(scores - scores.max(1, keepdims=True))
+    np.testing.assert_allclose(
+        concepts.predict_proba(queries), expected / expected.sum(1, keepdims=True), rtol=1e-5
+    )
+
+
+def test_fit_temperature_recovers_the_temperature_of_simulated_scores():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "fit_temperature.py"
+    spec = importlib.util.spec_from_file_location("fit_temperature", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0.0, 2.0, (4000, 5))
+    labels = np.array([rng.choice(5, p=np.exp(row) / np.exp(row).sum()) for row in logits])
+    t = module.fit_temperature(logits * 40.0, labels)  # scores 40x too sharp
+    assert abs(t / 40.0 - 1.0) < 0.08
+    assert module.nll(logits * 40.0, labels, t) < module.nll(logits * 40.0, labels, 1.0)
