@@ -295,16 +295,18 @@ def generate(
     quick: bool = False,
     library=None,
     blur_sigma: float = 0.5,
+    overrides: dict | None = None,
 ) -> np.ndarray:
     """New exemplars of the concepts shown by ``images`` (as for :func:`learn`): ink
     probabilities ``f32 (n_concepts, n, 105, 105)``. The same as ``learn(images).sample(n,
     key)`` with ``key = jax.random.key(seed)``, without the work that only scoring needs (the
-    support's log evidence)."""
+    support's log evidence). ``overrides``: bpl config fields, e.g. the token noise
+    ``{"width_sigma": 0.0}``."""
     from conceptlearn.cache import enable_compilation_cache
 
     support = support_images(images)
     enable_compilation_cache()
-    contender = make_contender("bpl", seed=seed, quick=quick, library=library)
+    contender = make_contender("bpl", seed=seed, quick=quick, library=library, overrides=overrides)
     n_concepts, k = support.shape[:2]
     parses = contender.parse(support.reshape(n_concepts * k, IMAGE_SIZE, IMAGE_SIZE))
     parses = jax.tree.map(lambda x: x.reshape(n_concepts, k, *x.shape[1:]), parses)

@@ -125,3 +125,36 @@ def test_generate_cli_writes_both_grids(tmp_path, small1_images):
     argv = ["generate", "--alphabet-from", alphabet, "--new-concepts", "3", "--quick"]
     assert main([*argv, "--out", str(tmp_path / "b.png")]) == 0
     assert Image.open(tmp_path / "b.png").size == (10 * 108 + 3, 2 * 108 + 3)
+
+
+def _script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_two_sample_discriminator_separates_only_what_differs():
+    two_sample = _script("two_sample")
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(30, 9, 5))
+    same, _, _ = two_sample.two_sample_accuracy(real, rng.normal(size=(30, 9, 5)))
+    shifted, (low, high), per_concept = two_sample.two_sample_accuracy(
+        real, rng.normal(size=(30, 9, 5)) + 3.0
+    )
+    assert abs(same - 0.5) < 0.1 and shifted > 0.95
+    assert low <= shifted <= high and per_concept.shape == (30,)
+
+
+def test_affine_jitter_keeps_ink_and_repeats_with_the_key():
+    two_sample = _script("two_sample")
+    image = np.zeros((1, 105, 105), bool)
+    image[0, 30:70, 50:53] = True
+    out = two_sample.affine_jitter(image, jax.random.key(0))
+    assert out.shape == (1, 9, 105, 105) and out.any(axis=(2, 3)).all()
+    np.testing.assert_array_equal(out, two_sample.affine_jitter(image, jax.random.key(0)))
+    assert not (out == image[:, None]).all(axis=(2, 3)).any()
