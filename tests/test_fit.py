@@ -16,6 +16,7 @@ from conceptlearn.inference.fit import (
     parse_log_prior,
     refine_parses,
     refit_token,
+    start_log_scale,
     token_log_prior,
     top_k,
 )
@@ -165,6 +166,24 @@ def test_a_wide_second_refit_keeps_the_better_fit_and_reaches_a_larger_copy():
     best = [float(_fit(parse.points[0], parse.mask[0], im, wide)[0]) for im in (large, own)]
     assert best[0] > plain[0] + 20  # long steps from a wide blur reach the larger copy
     assert best[1] >= plain[1] - 1e-3  # the plain fit is one of those the best is kept from
+
+
+def test_start_scale_matches_ink_spreads_and_reaches_a_smaller_copy():
+    """The moment-matched start: log of the ratio of the ink spreads (0 for the same image,
+    antisymmetric), and from it a short refit reaches a copy 0.6 times the size that the
+    refit from the prior's mean size does not."""
+    centre = np.asarray([52.0, 52.0], np.float32)
+    small_cross = [centre + 0.6 * (s - centre) for s in CROSS]
+    large, small = (jnp.asarray(_image(s)) for s in (CROSS, small_cross))
+    ratio = float(start_log_scale(large, small))
+    assert abs(ratio - np.log(0.6)) < 0.15
+    assert float(start_log_scale(small, large)) == pytest.approx(-ratio, abs=1e-5)
+    assert float(start_log_scale(large, large)) == 0.0
+    parse = parse_image(np.asarray(large), CFG)
+    short = FitConfig(**{**CFG.__dict__, "refit_steps": 10, "wide_lr": 0.0})
+    scores = [float(fit_token(parse.points[0], parse.mask[0], small, short, log_scale0=s)[0])
+              for s in (0.0, ratio)]
+    assert scores[1] > scores[0] + 20
 
 
 def test_coarse_steps_reach_the_fit_of_full_resolution_steps():

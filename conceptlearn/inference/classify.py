@@ -52,12 +52,21 @@ from conceptlearn.inference.config import (
     learned_noise,
     preset,
 )
-from conceptlearn.inference.fit import COARSE, TRACE_COUNT, Parse, parse_images, refit_token
+from conceptlearn.inference.fit import (
+    COARSE,
+    TRACE_COUNT,
+    Parse,
+    parse_images,
+    refit_token,
+    slot_order,
+    start_log_scale,
+    strokes_used,
+)
 from conceptlearn.model.render import IMAGE_SIZE
 
 __all__ = ["FULL", "QUICK", "BPLConfig", "BPLContender", "PairTerms", "pair_terms", "score_pairs"]
 
-PARSE_CACHE_VERSION = 2  # bump when a parse of the same image and config would change
+PARSE_CACHE_VERSION = 3  # bump when a parse of the same image and config would change
 
 
 class PairTerms(NamedTuple):
@@ -82,16 +91,21 @@ def pair_terms(
 ) -> PairTerms:
     """The score terms of one pair: parses with leading axis ``K``, images ``bool (105, 105)``.
     Refits take ``n_steps`` steps, ``n_coarse`` of them at half resolution, and are scored at
-    ``score_level``."""
+    ``score_level``; with ``cfg.match_scale`` they start at the scale that matches the two
+    images' ink spreads."""
 
-    def refits(parse: Parse, image):
+    def refits(parse: Parse, image, log_scale0):
         return jax.vmap(
             lambda p, m: refit_token(p, m, image, cfg, n_steps, n_coarse=n_coarse,
-                                     score_level=score_level)
+                                     score_level=score_level, log_scale0=log_scale0)
         )(parse.points, parse.mask)
 
-    forward = refits(class_parse, query_image)
-    backward = refits(query_parse, class_image) if two_way else jnp.zeros_like(forward)
+    log_scale0 = start_log_scale(class_image, query_image) if cfg.match_scale else 0.0
+    forward = refits(class_parse, query_image, log_scale0)
+    if two_way:
+        backward = refits(query_parse, class_image, -log_scale0)
+    else:
+        backward = jnp.zeros_like(forward)
     return PairTerms(forward, backward)
 
 
@@ -122,21 +136,6 @@ def _chunk_terms(c_parse, c_images, q_parse, q_images, cfg, n_steps, n_coarse, s
     )(c_parse, c_images, q_parse, q_images)
 
 
-def strokes_used(parses: Parse) -> np.ndarray:
-    """Stroke slots up to the last used one over the ``K`` parses: ``Parse`` with leading axes
-    ``(N, K)`` -> ``int (N,)`` (at least 1). Slots past it are masked in every parse and add
-    nothing to a refit, so :func:`score_pairs` drops them."""
-    used = np.asarray(parses.mask).any(-1).any(1)  # (N, S)
-    n_slots = used.shape[-1]
-    return np.where(used.any(-1), n_slots - np.argmax(used[:, ::-1], axis=-1), 1)
-
-
-def slot_sizes(max_strokes: int) -> tuple[int, ...]:
-    """The stroke-slot counts :func:`score_pairs` compiles: half, two thirds and all of
-    ``max_strokes`` (rounded up)."""
-    return tuple(sorted({-(-max_strokes // 2), -(-2 * max_strokes // 3), max_strokes}))
-
-
 def _take(parses: Parse, index: np.ndarray, n_slots: int) -> Parse:
     """``parses`` (leading axes ``(N, K)``) at ``index int (M,)``, stroke slots cut to
     ``n_slots``."""
@@ -164,7 +163,7 @@ def score_pairs(
 
     Pairs run in chunks of ``cfg.pair_chunk`` (one compiled shape; fewer when there are fewer
     pairs), each chunk sharded over the local devices. Pairs are sorted by the stroke slots
-    their parses use (:func:`strokes_used`), rounded up to one of :func:`slot_sizes` (each
+    their parses use (:func:`~conceptlearn.inference.fit.slot_order`; each slot size
     compiled the first time a chunk needs it), and each chunk keeps only the slots its pairs
     need. A refit's cost grows about linearly with its slots, and two thirds of the pairs of a
     dev episode need four of six or fewer."""
@@ -179,13 +178,10 @@ def score_pairs(
     # fewer pairs than a chunk: the next power of two, so that few shapes are ever compiled
     chunk = -(-min(per_call, 1 << (m - 1).bit_length()) // n_dev) * n_dev
     total = -(-m // chunk) * chunk
-    slots = strokes_used(c_parses)[c_index]
+    slots = strokes_used(c_parses.mask).max(1)[c_index]
     if two_way:
-        slots = np.maximum(slots, strokes_used(q_parses)[q_index])
-    sizes = slot_sizes(c_parses.mask.shape[2])
-    slots = np.asarray(sizes)[np.searchsorted(sizes, slots)]
-    order = np.argsort(slots, kind="stable")
-    order = np.concatenate([order, np.full(total - m, order[0])])  # pad with the fewest slots
+        slots = np.maximum(slots, strokes_used(q_parses.mask).max(1)[q_index])
+    order, slots = slot_order(slots, c_parses.mask.shape[2], chunk)
     c_images, q_images = jnp.asarray(c_images), jnp.asarray(q_images)
     sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("pairs"))
     statics = (cfg, n_steps, n_coarse, score_level, two_way)

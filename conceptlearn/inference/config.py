@@ -54,6 +54,8 @@ class FitConfig:
     wide_lr: float = 1.5  # > 0: a second refit, long steps from blur wide_blur; the better kept
     wide_blur: float = 12.0
     wide_steps: int = 10  # steps of the wide refit (0: as many as the refit's)
+    match_scale: bool = True  # refits of one image's parse to another start at the scale
+    # that matches their ink spreads (fit.start_log_scale), not at the prior's mean
     blur_start: float = 6.0  # blur sigma (px) at the first step; geometric down to blur_sigma
     blur_sigma: float = 2.0  # blur sigma (px) of the score
     epsilon: float = 0.02  # pixel-flip probability of the score

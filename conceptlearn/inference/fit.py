@@ -134,20 +134,14 @@ def refine_parse(points, mask, image, cfg: FitConfig):
     )
 
 
-def _refine_candidates(points, mask, valid, image, cfg: FitConfig):
-    """:func:`refine_parse` of every proposal of one image; ``-inf`` log-likelihoods where not
-    ``valid``."""
-    pts, ll, lp = jax.vmap(refine_parse, in_axes=(0, 0, None, None))(points, mask, image, cfg)
-    return pts, jnp.where(valid, ll, -jnp.inf), lp
-
-
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def refine_parses(points, mask, valid, image, cfg: FitConfig):
     """All proposals of one image in one call: ``points f32 (C, S, P, 2)``, ``mask (C, S, P)``,
     ``valid bool (C,)``, ``image bool (105, 105)`` -> ``(points, log_lik (C,), log_prior (C,))``
     with ``-inf`` log-likelihoods where not valid."""
     TRACE_COUNT["refine_parses"] += 1
-    return _refine_candidates(points, mask, valid, image, cfg)
+    pts, ll, lp = jax.vmap(refine_parse, in_axes=(0, 0, None, None))(points, mask, image, cfg)
+    return pts, jnp.where(valid, ll, -jnp.inf), lp
 
 
 def top_k(points, mask, log_post, k: int) -> Parse:
@@ -159,22 +153,30 @@ def top_k(points, mask, log_post, k: int) -> Parse:
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
-def refine_batch(points, mask, valid, images, library, cfg: FitConfig) -> Parse:
-    """Refine and rank the proposals of a batch of images in one call: ``points f32
-    (N, C, S, P, 2)``, ``mask bool (N, C, S, P)``, ``valid bool (N, C)``, ``images bool
-    (N, 105, 105)`` -> :class:`Parse` with leading axis ``N``. Parses are weighted by
-    ``log P(image | parse) + log P(type)`` under ``library``, or the stand-in prior when it is
-    None."""
-    TRACE_COUNT["refine_batch"] += 1
+def refine_chunk(points, mask, images, cfg: FitConfig):
+    """Refine a chunk of proposals, each against its own image: ``points f32 (M, S, P, 2)``,
+    ``mask bool (M, S, P)``, ``images bool (M, 105, 105)`` -> ``(points, log_lik f32 (M,),
+    log_prior f32 (M,))`` (:func:`refine_parse`; the stand-in prior)."""
+    TRACE_COUNT["refine_chunk"] += 1
+    return jax.vmap(refine_parse, in_axes=(0, 0, 0, None))(points, mask, images, cfg)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def rank_batch(points, mask, log_lik, log_prior, library, cfg: FitConfig) -> Parse:
+    """The ``cfg.n_parses`` best refined proposals of each image of a batch: ``points f32
+    (N, C, S, P, 2)``, ``mask bool (N, C, S, P)``, ``log_lik f32 (N, C)`` (``-inf``: not a
+    proposal), ``log_prior f32 (N, C)`` (the stand-in prior) -> :class:`Parse` with leading
+    axis ``N``, ranked by ``log P(image | parse) + log P(type)`` under ``library``, or the
+    stand-in prior when it is None."""
+    TRACE_COUNT["rank_batch"] += 1
     from conceptlearn.model.type_prior import parse_type_log_probs
 
-    def one(p, m, v, im):
-        pts, ll, lp = _refine_candidates(p, m, v, im, cfg)
+    def one(p, m, ll, lp):
         if library is not None:
-            lp = parse_type_log_probs(library, pts, m)
-        return top_k(pts, m, ll + lp, cfg.n_parses)
+            lp = parse_type_log_probs(library, p, m)
+        return top_k(p, m, ll + lp, cfg.n_parses)
 
-    return jax.vmap(one)(points, mask, valid, images)
+    return jax.vmap(one)(points, mask, log_lik, log_prior)
 
 
 def image_seed(image: np.ndarray, seed: int) -> int:
@@ -185,8 +187,14 @@ def image_seed(image: np.ndarray, seed: int) -> int:
 
 
 def _parse_chunk() -> int:
-    """Images per refinement call: small on a CPU (memory), large on an accelerator."""
+    """Images per ranking call: small on a CPU (memory), large on an accelerator."""
     return 8 if jax.default_backend() == "cpu" else 256
+
+
+def _proposal_chunk() -> int:
+    """Proposals per refinement call (fixed, so that a proposal's refinement never depends on
+    what else the batch holds)."""
+    return 32 if jax.default_backend() == "cpu" else 1024
 
 
 def propose_batch(images: np.ndarray, cfg: FitConfig, seed: int = 0) -> list[np.ndarray]:
@@ -205,18 +213,75 @@ def propose_batch(images: np.ndarray, cfg: FitConfig, seed: int = 0) -> list[np.
     return [np.stack([getattr(p, f) for p in props]) for f in ("points", "mask", "valid")]
 
 
+def strokes_used(mask) -> np.ndarray:
+    """Stroke slots up to the last used one: ``mask bool (..., S, P)`` -> ``int (...)`` (at
+    least 1). Slots past it are masked and add nothing to a fit, so fits drop them."""
+    used = np.asarray(mask).any(-1)  # (..., S)
+    n_slots = used.shape[-1]
+    return np.where(used.any(-1), n_slots - np.argmax(used[..., ::-1], axis=-1), 1)
+
+
+def slot_sizes(max_strokes: int) -> tuple[int, ...]:
+    """The stroke-slot counts that fits compile: half, two thirds and all of ``max_strokes``
+    (rounded up)."""
+    return tuple(sorted({-(-max_strokes // 2), -(-2 * max_strokes // 3), max_strokes}))
+
+
+def slot_order(slots: np.ndarray, max_strokes: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Batch items by the stroke slots they need, ``slots int (M,)``: the items in an order of
+    rising slots, padded to a multiple of ``chunk`` with the first item, ``int (T,)``, and each
+    item's slots rounded up to one of :func:`slot_sizes`, ``int (M,)``. A chunk of that order
+    needs the slots of its last item."""
+    sizes = slot_sizes(max_strokes)
+    rounded = np.asarray(sizes)[np.searchsorted(sizes, slots)]
+    order = np.argsort(rounded, kind="stable")
+    total = -(-len(order) // chunk) * chunk
+    return np.concatenate([order, np.full(total - len(order), order[0])]), rounded
+
+
 def refine_proposals(proposals: list[np.ndarray], images: np.ndarray, cfg: FitConfig,
                      library=None) -> Parse:
-    """:func:`refine_batch` over fixed-size chunks of images (bounded memory, one compiled
-    shape): ``proposals`` from :func:`propose_batch` -> :class:`Parse` with leading axis ``N``."""
-    n = images.shape[0]
+    """Refine every valid proposal of a batch of images and keep each image's best:
+    ``proposals`` from :func:`propose_batch`, ``images bool (N, 105, 105)`` -> :class:`Parse`
+    with leading axis ``N``.
+
+    The valid proposals of all images are refined together (:func:`refine_chunk`), in chunks
+    of a fixed size, grouped by the stroke slots they use and cut to them (rounded up to one of
+    :func:`slot_sizes`): a fit costs about linearly in its slots, and most proposals use half
+    of them or fewer. Every proposal goes through the program of its own slot size and chunk
+    size, so its refinement does not depend on the rest of the batch. Then :func:`rank_batch`
+    ranks each image's proposals, over fixed-size chunks of images."""
+    points, mask, valid = proposals
+    n, n_cand = valid.shape
+    image_of, cand_of = np.nonzero(valid)
+    m = len(image_of)
+    log_lik = np.full((n, n_cand), -np.inf, np.float32)
+    log_prior = np.zeros((n, n_cand), np.float32)
+    refined = np.array(points, np.float32)
+    if m:
+        chunk = _proposal_chunk()
+        sizes = slot_sizes(mask.shape[2])
+        slots = np.asarray(sizes)[np.searchsorted(sizes, strokes_used(mask[image_of, cand_of]))]
+        for size in sizes:  # one compiled shape per slot size, whatever the batch holds
+            items = np.nonzero(slots == size)[0]
+            for start in range(0, len(items), chunk):
+                part = items[start : start + chunk]
+                batch = np.concatenate([part, np.full(chunk - len(part), part[0])])
+                i, c = image_of[batch], cand_of[batch]
+                pts, ll, lp = refine_chunk(points[i, c, :size], mask[i, c, :size], images[i], cfg)
+                i, c, n_part = i[: len(part)], c[: len(part)], len(part)
+                refined[i, c, :size] = np.asarray(pts)[:n_part]
+                log_lik[i, c], log_prior[i, c] = np.asarray(ll)[:n_part], np.asarray(lp)[:n_part]
+    library = library if cfg.type_prior else None
     chunk = min(_parse_chunk(), -(-n // 8) * 8)
     pad = -(-n // chunk) * chunk - n
-    stacked = [np.concatenate([x, np.repeat(x[:1], pad, 0)]) for x in proposals]
-    padded = np.concatenate([images, np.repeat(images[:1], pad, 0)])
-    library = library if cfg.type_prior else None
+
+    def padded(x):
+        return np.concatenate([x, np.repeat(x[:1], pad, 0)])
+
+    arrays = [padded(x) for x in (refined, np.asarray(mask), log_lik, log_prior)]
     parses = [
-        refine_batch(*(x[i : i + chunk] for x in stacked), padded[i : i + chunk], library, cfg)
+        rank_batch(*(x[i : i + chunk] for x in arrays), library, cfg)
         for i in range(0, n + pad, chunk)
     ]
     return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n], *parses)
@@ -251,6 +316,28 @@ def ink_centre(image) -> jax.Array:
     return jnp.stack([jnp.sum(img.sum(0) * grid), jnp.sum(img.sum(1) * grid)]) / mass
 
 
+def ink_radius(image) -> jax.Array:
+    """Root-mean-square distance ``f32 ()`` (px) of the ink of ``image bool (105, 105)`` from
+    its centre of mass (1 for a blank image)."""
+    img = image.astype(jnp.float32)
+    grid = jnp.arange(img.shape[0], dtype=jnp.float32)
+    col, row = ink_centre(image)
+    sq = (grid[None, :] - col) ** 2 + (grid[:, None] - row) ** 2
+    mass = jnp.sum(img)
+    return jnp.where(mass > 0, jnp.sqrt(jnp.sum(img * sq) / jnp.maximum(mass, 1.0)), 1.0)
+
+
+MAX_START_LOG_SCALE = 0.7  # the moment-matched starting scale is clipped to 1/2 .. 2
+
+
+def start_log_scale(source_image, target_image) -> jax.Array:
+    """The log scale ``f32 ()`` that matches the ink spread of ``source_image`` (whose parse is
+    refit) to that of ``target_image`` (both ``bool (105, 105)``): where a refit starts, so that
+    a drawing two thirds the size is not searched for from the prior's mean size."""
+    ratio = jnp.log(ink_radius(target_image)) - jnp.log(ink_radius(source_image))
+    return jnp.clip(ratio, -MAX_START_LOG_SCALE, MAX_START_LOG_SCALE)
+
+
 def fit_token(
     points,
     mask,
@@ -259,13 +346,16 @@ def fit_token(
     n_steps: int | None = None,
     n_coarse: int | None = None,
     score_level: int = 1,
+    log_scale0=0.0,
 ):
     """Refit one parse's token to ``image``: ``max_token log P(image | token(points)) +
     log P(token)`` for ``points f32 (S, P, 2)``, ``mask bool (S, P)``, ``image bool (105, 105)``.
 
     ``n_steps`` Adam steps (default ``cfg.refit_steps``), the first ``n_coarse`` (default
     ``cfg.refit_coarse_steps``) at half resolution; the score is taken at resolution
-    ``score_level``. The initial shift aligns the parse's centre of mass with the ink's. With
+    ``score_level``. The initial shift aligns the parse's centre of mass with the ink's, and
+    the initial log scale is ``log_scale0`` (:func:`start_log_scale`; the prior still scores
+    the scale from 0). With
     ``cfg.wide_lr > 0`` a second fit of the same objective takes long steps from blur
     ``cfg.wide_blur`` (it reaches strokes and scales the short steps cannot) and the better of
     the two is kept. Returns the score ``f32 ()``, the refit trajectories ``f32 (S, P, 2)`` and
@@ -276,7 +366,7 @@ def fit_token(
     shift0 = jnp.where(jnp.any(image), ink_centre(image) - centre_of_mass(points, mask), 0.0)
     zero = jnp.zeros(())
     n_strokes = points.shape[0]
-    u0 = Token(jnp.zeros(2), shift0, jnp.zeros((n_strokes, 2)), jnp.zeros_like(points), zero,
+    u0 = Token(jnp.full(2, log_scale0 * _SCALE_PX), shift0, jnp.zeros((n_strokes, 2)), jnp.zeros_like(points), zero,
                zero, zero)
 
     def unpack(u: Token) -> Token:

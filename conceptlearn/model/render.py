@@ -140,6 +140,27 @@ def _gaussian_rows(coord: jax.Array, spread: jax.Array, level: int = 1) -> jax.A
     return jnp.exp(-0.5 * z * z) / (jnp.sqrt(2.0 * jnp.pi) * spread)
 
 
+COARSE_WINDOW = 8  # pixels per axis of each sample's splat below full resolution (see below)
+
+
+def _windowed_gaussian_rows(coord: jax.Array, spread: jax.Array, level: int) -> jax.Array:
+    """:func:`_gaussian_rows` with each row's Gaussian evaluated only on the ``COARSE_WINDOW``
+    pixels around its sample and zero elsewhere (scattered into the row): the same rows to
+    float rounding while the window reaches past about 4 spreads (at level 2: 8 px each side,
+    6 spreads of the default pen's block spread, 3.8 of a pen 2.5 times as wide), for
+    a sixth of the exponentials. -> ``f32 (K, grid_size(level))``."""
+    n, w = grid_size(level), COARSE_WINDOW
+    pixel = (coord - 0.5 * (level - 1)) / level
+    # first pixel of each window; windows past the border land in w pixels of padding
+    start = jnp.clip(jnp.floor(pixel).astype(jnp.int32) - (w // 2 - 1), -w, n)
+    index = jax.lax.stop_gradient(start)[:, None] + jnp.arange(w)[None, :]  # (K, w)
+    z = (index.astype(coord.dtype) * level + 0.5 * (level - 1) - coord[:, None]) / spread
+    values = jnp.exp(-0.5 * z * z) / (jnp.sqrt(2.0 * jnp.pi) * spread)
+    sample = jnp.broadcast_to(jnp.arange(coord.shape[0])[:, None], index.shape)
+    padded = jnp.zeros((coord.shape[0], n + 2 * w), coord.dtype).at[sample, index + w].add(values)
+    return padded[:, w : w + n]
+
+
 def ink_density(
     points: jax.Array,
     mask: jax.Array,
@@ -160,8 +181,9 @@ def ink_density(
     weights = length[:, None] * ends[None, :] / max(n_samples - 1, 1)  # (S, n_samples)
     samples, weights = samples.reshape(-1, 2), weights.reshape(-1)
     spread = jnp.asarray(spread, points.dtype)
-    gx = _gaussian_rows(samples[:, 0], spread, level)  # (K, n) over columns
-    gy = _gaussian_rows(samples[:, 1], spread, level)  # (K, n) over rows
+    rows = _gaussian_rows if level == 1 else _windowed_gaussian_rows
+    gx = rows(samples[:, 0], spread, level)  # (K, n) over columns
+    gy = rows(samples[:, 1], spread, level)  # (K, n) over rows
     return (gy * weights[:, None]).T @ gx  # (rows, cols)
 
 
