@@ -56,6 +56,8 @@ class FitConfig:
     wide_steps: int = 10  # steps of the wide refit (0: as many as the refit's)
     match_scale: bool = True  # refits of one image's parse to another start at the scale
     # that matches their ink spreads (fit.start_log_scale), not at the prior's mean
+    start_rotation: float = 0.0  # rad, > 0: the wide refit starts from the best of rotations
+    # -r, 0, +r, judged at its first blur before any step (0: from no rotation)
     blur_start: float = 6.0  # blur sigma (px) at the first step; geometric down to blur_sigma
     blur_sigma: float = 2.0  # blur sigma (px) of the score
     epsilon: float = 0.02  # pixel-flip probability of the score

@@ -366,8 +366,8 @@ def fit_token(
     shift0 = jnp.where(jnp.any(image), ink_centre(image) - centre_of_mass(points, mask), 0.0)
     zero = jnp.zeros(())
     n_strokes = points.shape[0]
-    u0 = Token(jnp.full(2, log_scale0 * _SCALE_PX), shift0, jnp.zeros((n_strokes, 2)), jnp.zeros_like(points), zero,
-               zero, zero)
+    u0 = Token(jnp.full(2, log_scale0 * _SCALE_PX), shift0, jnp.zeros((n_strokes, 2)),
+               jnp.zeros_like(points), zero, zero, zero)
 
     def unpack(u: Token) -> Token:
         return u._replace(
@@ -383,15 +383,21 @@ def fit_token(
         ll = level_log_lik(pts, mask, tgt[level], sigma, level, cfg, token_ink(tok))
         return ll + token_log_prior(tok, mask, cfg)
 
-    def fit_from(lr, blur_start, n):
-        u = _optimise(lambda u, s, lv: -objective(u, s, lv), u0, n, min(coarse, n), lr,
+    def fit_from(start, lr, blur_start, n):
+        u = _optimise(lambda u, s, lv: -objective(u, s, lv), start, n, min(coarse, n), lr,
                       blur_start, cfg)
         return objective(u, cfg.blur_sigma, score_level), u
 
-    score, u = fit_from(cfg.refit_lr, cfg.blur_start, steps)
+    score, u = fit_from(u0, cfg.refit_lr, cfg.blur_start, steps)
     if cfg.wide_lr > 0:  # static config: a far-reaching search as well; the better fit is kept
         wide_steps = min(cfg.wide_steps or steps, steps)
-        wide_score, wide_u = fit_from(cfg.wide_lr, cfg.wide_blur, wide_steps)
+        wide_start = u0
+        if cfg.start_rotation > 0:  # the best of three rotations at the wide blur starts it
+            turns = jnp.asarray([0.0, -cfg.start_rotation, cfg.start_rotation]) * _SCALE_PX
+            starts = jax.vmap(lambda r: u0._replace(rotation=r))(turns)
+            fits = jax.vmap(lambda u: objective(u, cfg.wide_blur, COARSE))(starts)
+            wide_start = jax.tree.map(lambda x: x[jnp.argmax(fits)], starts)
+        wide_score, wide_u = fit_from(wide_start, cfg.wide_lr, cfg.wide_blur, wide_steps)
         better = wide_score > score
         u = jax.tree.map(lambda a, b: jnp.where(better, b, a), u, wide_u)
         score = jnp.maximum(score, wide_score)
