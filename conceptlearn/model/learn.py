@@ -277,8 +277,8 @@ def fit_counts(drawings: list[Drawing], config: LearnConfig) -> dict[str, np.nda
 def fit_relations(drawings: list[Drawing], config: LearnConfig) -> dict[str, np.ndarray]:
     """Relation-kind probabilities and two start-position mixtures on one grid of centres with
     one sd: ``position_weights`` over the starts of every independent stroke (the first
-    included: the parse score uses it for every stroke), ``first_position_weights`` over first
-    strokes only (BPL's separate first-stroke density; the type model's first stroke)."""
+    included), ``first_position_weights`` over first strokes only (BPL's separate first-stroke
+    density: the type model samples and the parse score scores the first stroke with it)."""
     kinds = np.zeros(4)
     starts, firsts = [], []
     for d in drawings:

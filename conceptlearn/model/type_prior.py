@@ -532,7 +532,7 @@ def parse_type_log_prob(
         lambda p, m: stroke_log_prob(library, p, m, n_strokes, residual_sigma, max_pieces)
     )(points, mask)
     relations = jax.vmap(lambda i: relation_log_prob(library, points, mask, i))(jnp.arange(1, S))
-    first = position_dist(library).log_prob(points[0, 0])
+    first = position_dist(library, weights=library.first_position_weights).log_prob(points[0, 0])
     return (
         jnp.log(library.n_strokes_probs[n_strokes - 1])
         + jnp.sum(jnp.where(used, per_stroke, 0.0))
