@@ -54,7 +54,7 @@ class FitConfig:
     wide_lr: float = 1.5  # > 0: a second refit, long steps from blur wide_blur; the better kept
     wide_blur: float = 12.0
     wide_steps: int = 10  # steps of the wide refit (0: as many as the refit's)
-    match_scale: bool = True  # refits of one image's parse to another start at the scale
+    match_scale: bool = False  # refits of one image's parse to another start at the scale
     # that matches their ink spreads (fit.start_log_scale), not at the prior's mean
     start_rotation: float = 0.0  # rad, > 0: the wide refit starts from the best of rotations
     # -r, 0, +r, judged at its first blur before any step (0: from no rotation)
