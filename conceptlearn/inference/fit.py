@@ -227,13 +227,18 @@ def slot_sizes(max_strokes: int) -> tuple[int, ...]:
     return tuple(sorted({-(-max_strokes // 2), -(-2 * max_strokes // 3), max_strokes}))
 
 
+def round_slots(slots: np.ndarray, max_strokes: int) -> np.ndarray:
+    """``slots int (M,)`` rounded up to one of :func:`slot_sizes` -> ``int (M,)``."""
+    sizes = slot_sizes(max_strokes)
+    return np.asarray(sizes)[np.searchsorted(sizes, slots)]
+
+
 def slot_order(slots: np.ndarray, max_strokes: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     """Batch items by the stroke slots they need, ``slots int (M,)``: the items in an order of
     rising slots, padded to a multiple of ``chunk`` with the first item, ``int (T,)``, and each
     item's slots rounded up to one of :func:`slot_sizes`, ``int (M,)``. A chunk of that order
     needs the slots of its last item."""
-    sizes = slot_sizes(max_strokes)
-    rounded = np.asarray(sizes)[np.searchsorted(sizes, slots)]
+    rounded = round_slots(slots, max_strokes)
     order = np.argsort(rounded, kind="stable")
     total = -(-len(order) // chunk) * chunk
     return np.concatenate([order, np.full(total - len(order), order[0])]), rounded
@@ -260,9 +265,8 @@ def refine_proposals(proposals: list[np.ndarray], images: np.ndarray, cfg: FitCo
     refined = np.array(points, np.float32)
     if m:
         chunk = _proposal_chunk()
-        sizes = slot_sizes(mask.shape[2])
-        slots = np.asarray(sizes)[np.searchsorted(sizes, strokes_used(mask[image_of, cand_of]))]
-        for size in sizes:  # one compiled shape per slot size, whatever the batch holds
+        slots = round_slots(strokes_used(mask[image_of, cand_of]), mask.shape[2])
+        for size in slot_sizes(mask.shape[2]):  # one compiled shape per slot size, whatever the batch holds
             items = np.nonzero(slots == size)[0]
             for start in range(0, len(items), chunk):
                 part = items[start : start + chunk]
