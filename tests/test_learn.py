@@ -164,3 +164,71 @@ def test_sampling_is_deterministic():
     b = sample_images(library, jax.random.key(0), 2, 2)
     assert a.shape == (2, 3, 105, 105)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+class _FirstCharacter:
+    """A stroke split cut to its first alphabet's first character (same interface)."""
+
+    def __init__(self, split):
+        self.split = split
+        self.alphabets = split.alphabets[:1]
+
+    def characters(self, alphabet):
+        return self.split.characters(alphabet)[:1]
+
+    def keys(self, alphabet, character):
+        return self.split.keys(alphabet, character)
+
+    def strokes(self, key):
+        return self.split.strokes(key)
+
+
+@pytest.mark.data
+def test_collect_drawings_learns_from_several_splits_together(small1_strokes, omniglot_root):
+    """``learn --background small1 small2``: the drawings of both splits, and an alphabet in
+    neither is named in the error."""
+    from conceptlearn.datasets.omniglot import OmniglotStrokes
+
+    small2 = OmniglotStrokes("small2", omniglot_root)
+    splits = [_FirstCharacter(small1_strokes), _FirstCharacter(small2)]
+    assert splits[0].alphabets != splits[1].alphabets  # Balinese, Greek
+    drawings, stats = collect_drawings(splits)
+    alphabets = {d.character[0] for d in drawings}
+    assert alphabets == {small1_strokes.alphabets[0], small2.alphabets[0]}
+    assert stats["n_characters"] == 2
+    assert stats["n_drawings"] + stats["n_skipped_too_large"] == 40
+    only, _ = collect_drawings(splits, alphabets=[small2.alphabets[0]])
+    assert {d.character[0] for d in only} == {small2.alphabets[0]}
+    # Greek and Latin are in both splits: their characters are taken once
+    twice, stats = collect_drawings([_FirstCharacter(small2), _FirstCharacter(small2)])
+    assert stats["n_characters"] == 1 and len({d.drawer for d in twice}) == len(twice)
+    with pytest.raises(ValueError, match="Klingon"):
+        collect_drawings(splits, alphabets=["Klingon"])
+
+
+def test_pretraining_backgrounds_load_together(monkeypatch):
+    """``pretrain-vit --background small1 small2``: the characters of both, in order, each once,
+    under one name; an unknown set is refused by name."""
+    import conceptlearn.datasets.omniglot as omniglot
+    from conceptlearn.baselines.vit.pretraining import background_name, load_background
+
+    class FakeImages:  # small2 shares its first character with small1
+        def __init__(self, split, root=None):
+            self.split = split
+            self.chars = {"small1": [("A", "1"), ("G", "1")], "small2": [("G", "1"), ("B", "1"),
+                                                                         ("B", "2")]}[split]
+
+        def all_characters(self):
+            return self.chars
+
+        def character_array(self, chars):
+            return np.full((len(chars), 20, 105, 105), self.split == "small2"), chars
+
+    monkeypatch.setattr(omniglot, "OmniglotImages", FakeImages)
+    both = load_background(["small1", "small2"])
+    assert both.shape == (4, 20, 105, 105)
+    assert not both[:2].any() and both[2:].all()
+    assert background_name(["small1", "small2"]) == "small1+small2"
+    assert background_name("small1") == "small1"
+    with pytest.raises(ValueError, match="small3"):
+        load_background(["small1", "small3"])

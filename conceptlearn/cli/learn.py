@@ -15,8 +15,10 @@ from conceptlearn.model.library import save_library
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--background",
-        default="small1",
-        help="Omniglot split of strokes to learn from (background|small1|small2)",
+        nargs="+",
+        default=["small1"],
+        help="Omniglot splits of strokes to learn from (background|small1|small2; several: "
+        "learned from together, e.g. small1 small2)",
     )
     parser.add_argument("--out", required=True, help="library file to write (.npz)")
     parser.add_argument("--data", default=None, help="Omniglot folder (default $CONCEPTLEARN_DATA)")
@@ -52,12 +54,15 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         **({"k_grid": tuple(args.k_grid)} if args.k_grid else {}),
     )
-    strokes = OmniglotStrokes(args.background, args.data)
-    drawings, stats = collect_drawings(strokes, args.alphabets, args.max_characters)
+    strokes = [OmniglotStrokes(name, args.data) for name in args.background]
+    try:
+        drawings, stats = collect_drawings(strokes, args.alphabets, args.max_characters)
+    except ValueError as e:
+        raise SystemExit(f"learn: --alphabets: {e}") from None
     library, report = learn_library(drawings, config)
     save_library(library, args.out)
     report = {
-        "background": args.background,
+        "background": " ".join(args.background),
         **stats,
         **report,
         "seconds": time.perf_counter() - start,

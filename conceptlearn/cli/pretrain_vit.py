@@ -14,9 +14,10 @@ from conceptlearn.overrides import parse_key_values
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--background",
+        nargs="+",
         choices=sorted(BACKGROUNDS),
-        default="small1",
-        help="background set [small1]",
+        default=["small1"],
+        help="background set, or several trained on together (e.g. small1 small2) [small1]",
     )
     parser.add_argument(
         "--out", required=True, help="checkpoint folder (resumed if it holds a partial run)"
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     cfg, tcfg = configs_from_overrides(args.preset, parse_key_values(args.set), seed=args.seed)
     config = pretrain(
         args.out,
-        background=args.background,
+        background=args.background[0] if len(args.background) == 1 else args.background,
         cfg=cfg,
         tcfg=tcfg,
         root=args.data,

@@ -87,19 +87,33 @@ class Drawing:
 def collect_drawings(
     strokes, alphabets=None, max_characters: int | None = None
 ) -> tuple[list[Drawing], dict]:
-    """Preprocess every drawing of ``strokes`` (an ``OmniglotStrokes``), optionally only some
+    """Preprocess every drawing of ``strokes`` (an ``OmniglotStrokes``, or a sequence of them:
+    several splits, e.g. small1 and small2, learned from together; a character already in an
+    earlier split, as Greek and Latin are in both minimal splits, is taken once), optionally only some
     alphabets / the first ``max_characters`` characters. Drawings with more than ``MAX_STROKES``
     strokes or ``MAX_SUBSTROKES`` sub-strokes in a stroke are skipped.
 
     Returns ``(drawings, stats)`` with the mean spline residual (pixels) and counts.
     """
-    chars = [(a, c) for a in (alphabets or strokes.alphabets) for c in strokes.characters(a)]
+    splits = [strokes] if hasattr(strokes, "alphabets") else list(strokes)
+    if alphabets is not None:
+        known = {a for split in splits for a in split.alphabets}
+        missing = sorted(set(alphabets) - known)
+        if missing:
+            raise ValueError(f"alphabets {missing} are in none of the stroke splits given")
+    chars, seen = [], set()
+    for split in splits:
+        for a in split.alphabets:
+            for c in split.characters(a) if alphabets is None or a in alphabets else ():
+                if (a, c) not in seen:
+                    seen.add((a, c))
+                    chars.append((split, a, c))
     if max_characters is not None:
         chars = chars[:max_characters]
     drawings, residuals, skipped = [], [], 0
-    for alphabet, character in chars:
-        for drawer, key in enumerate(strokes.keys(alphabet, character), start=1):
-            fits = [preprocess_stroke(s) for s in strokes.strokes(key)]
+    for split, alphabet, character in chars:
+        for drawer, key in enumerate(split.keys(alphabet, character), start=1):
+            fits = [preprocess_stroke(s) for s in split.strokes(key)]
             residuals.extend(r for _, res in fits for r in res)
             if len(fits) > MAX_STROKES or any(len(c) > MAX_SUBSTROKES for c, _ in fits):
                 skipped += 1

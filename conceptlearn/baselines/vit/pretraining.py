@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from conceptlearn.baselines.vit.checkpoint import (
 )
 from conceptlearn.baselines.vit.model import PRESETS, ViTConfig, _normalize, init_classifier
 
-BACKGROUNDS = {"small1": "small1", "full": "background"}
+BACKGROUNDS = {"small1": "small1", "small2": "small2", "full": "background"}
 
 
 @dataclass(frozen=True)
@@ -66,14 +67,29 @@ class TrainConfig:
     seed: int = 0
 
 
-def load_background(background: str, root=None) -> np.ndarray:
-    """Background characters ``bool (n_chars, 20, 105, 105)`` for ``small1`` or ``full``."""
+def background_name(background: str | Sequence[str]) -> str:
+    """One name for a background set or several (``"small1+small2"``)."""
+    return background if isinstance(background, str) else "+".join(background)
+
+
+def load_background(background: str | Sequence[str], root=None) -> np.ndarray:
+    """Background characters ``bool (n_chars, 20, 105, 105)`` of ``small1``, ``small2`` or
+    ``full``, or of several of them together (a sequence, e.g. ``["small1", "small2"]``; a
+    character in more than one, as Greek and Latin are in both minimal splits, is taken once)."""
     from conceptlearn.datasets.omniglot import OmniglotImages
 
-    if background not in BACKGROUNDS:
-        raise ValueError(f"unknown --background {background!r}; choose from {sorted(BACKGROUNDS)}")
-    images, _ = OmniglotImages(BACKGROUNDS[background], root).character_array()
-    return images
+    names = [background] if isinstance(background, str) else list(background)
+    unknown = [name for name in names if name not in BACKGROUNDS]
+    if unknown or not names:
+        raise ValueError(f"unknown --background {unknown}; choose from {sorted(BACKGROUNDS)}")
+    arrays, seen = [], set()
+    for name in names:
+        images = OmniglotImages(BACKGROUNDS[name], root)
+        new = [c for c in images.all_characters() if c not in seen]
+        seen.update(new)
+        if new:
+            arrays.append(images.character_array(new)[0])
+    return np.concatenate(arrays)
 
 
 def make_optimizer(tcfg: TrainConfig) -> optax.GradientTransformation:
@@ -222,7 +238,7 @@ def _meta(
 def pretrain(
     out: str | Path,
     *,
-    background: str = "small1",
+    background: str | Sequence[str] = "small1",
     cfg: ViTConfig = PRESETS["cpu"],
     tcfg: TrainConfig = TrainConfig(),
     root=None,
@@ -236,6 +252,7 @@ def pretrain(
     """
     out = Path(out)
     data = load_background(background, root) if data is None else np.asarray(data, bool)
+    background = background_name(background)
     check_train_config(tcfg)
     head, n_out = head_of(tcfg, data.shape[0])
     graphdef, params = init_classifier(cfg, n_out, tcfg.seed, tcfg.head_scale, head)
