@@ -26,3 +26,29 @@ def test_bench_gpu_smoke_prints_one_json_line_on_the_cpu(omniglot_root, tmp_path
     assert line["full"]["runs"] == 1 and line["quick"]["runs"] == 1
     assert set(line["stages_full_s"]) >= {"proposals", "two-way refits", "total"}
     assert json.loads((tmp_path / "gpu" / "gpu.json").read_text()) == line
+
+
+def test_vit_pretrain_curve_plots_the_recorded_loss(tmp_path):
+    """The loss curve a checkpoint records is plotted and summarised; none is a clear error."""
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    curve = [[10 * (i + 1), 3.0 / (i + 1)] for i in range(50)]
+    config = {"background": "small1+small2", "train_seconds": 600.0, "loss_curve": curve}
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "curve.png"
+    done = subprocess.run(
+        [sys.executable, "scripts/vit_pretrain_curve.py", str(checkpoint), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 500 and summary["loss_at_tenths"][-1] == 0.06
+    assert abs(summary["last_fifth_drop"] - (1 - 40 / 50)) < 1e-3  # step 400: 3/40 -> 3/50
+    assert out.stat().st_size > 0 and out.with_suffix(".svg").exists()
+    config["loss_curve"] = []
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    done = subprocess.run(
+        [sys.executable, "scripts/vit_pretrain_curve.py", str(checkpoint), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode != 0 and "no loss_curve" in done.stderr

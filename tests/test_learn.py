@@ -232,3 +232,24 @@ def test_pretraining_backgrounds_load_together(monkeypatch):
     assert background_name("small1") == "small1"
     with pytest.raises(ValueError, match="small3"):
         load_background(["small1", "small3"])
+
+
+def test_pretraining_schedule_scales_with_the_background(monkeypatch, tmp_path):
+    """``pretrain-vit``'s steps grow with the number of background characters (1,200 for
+    small1's 136) unless ``--set steps=N`` fixes them."""
+    import conceptlearn.cli.pretrain_vit as cli
+    from conceptlearn.baselines.vit.pretraining import scaled_steps
+    from conceptlearn.cli import main
+
+    assert scaled_steps(136) == 1200 and scaled_steps(242) == 2135
+    seen = []
+
+    def fake_pretrain(out, *, background, cfg, tcfg, data, progress):
+        seen.append((background, tcfg.steps, len(data)))
+        return {"step": tcfg.steps, "train_seconds": 0.0, "train_loss": None}
+
+    monkeypatch.setattr(cli, "load_background", lambda bg, root: np.zeros((272, 1), bool))
+    monkeypatch.setattr(cli, "pretrain", fake_pretrain)
+    assert main(["pretrain-vit", "--background", "small1", "small2", "--out", str(tmp_path)]) == 0
+    assert main(["pretrain-vit", "--out", str(tmp_path), "--set", "steps=7"]) == 0
+    assert seen == [(["small1", "small2"], 2400, 272), ("small1", 7, 272)]

@@ -193,6 +193,11 @@ def test_pretrain_resumes_to_the_same_parameters(tmp_path, chars, tiny_checkpoin
         jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(straight), strict=True
     ):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    # the loss curve survives the interruption: one point every 10 steps, as if never stopped
+    curve = json.loads((tmp_path / "config.json").read_text())["loss_curve"]
+    straight_curve = json.loads((tiny_checkpoint / "config.json").read_text())["loss_curve"]
+    assert [step for step, _ in curve] == list(range(10, TINY_TRAIN.steps + 1, 10))
+    np.testing.assert_allclose(curve, straight_curve, rtol=1e-4)
     with pytest.raises(ValueError, match="different config"):
         vt.pretrain(
             tmp_path,

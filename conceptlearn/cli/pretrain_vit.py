@@ -4,9 +4,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from conceptlearn.baselines.vit.model import PRESETS
-from conceptlearn.baselines.vit.pretraining import BACKGROUNDS, configs_from_overrides, pretrain
+from conceptlearn.baselines.vit.pretraining import (
+    BACKGROUNDS,
+    configs_from_overrides,
+    load_background,
+    pretrain,
+    scaled_steps,
+)
 from conceptlearn.cli.common import add_data_argument
 from conceptlearn.overrides import parse_key_values
 
@@ -37,13 +44,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg, tcfg = configs_from_overrides(args.preset, parse_key_values(args.set), seed=args.seed)
+    overrides = parse_key_values(args.set)
+    cfg, tcfg = configs_from_overrides(args.preset, overrides, seed=args.seed)
+    background = args.background[0] if len(args.background) == 1 else args.background
+    data = load_background(background, args.data)
+    if "steps" not in overrides:  # the schedule scales with the number of characters
+        tcfg = dataclasses.replace(tcfg, steps=scaled_steps(len(data)))
+    print(f"pretrain-vit: {len(data)} characters, {tcfg.steps} steps -> {args.out}")
     config = pretrain(
         args.out,
-        background=args.background[0] if len(args.background) == 1 else args.background,
+        background=background,
         cfg=cfg,
         tcfg=tcfg,
-        root=args.data,
+        data=data,
         progress=not args.no_progress,
     )
     print(

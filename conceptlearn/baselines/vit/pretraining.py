@@ -43,6 +43,13 @@ from conceptlearn.baselines.vit.checkpoint import (
 from conceptlearn.baselines.vit.model import PRESETS, ViTConfig, _normalize, init_classifier
 
 BACKGROUNDS = {"small1": "small1", "small2": "small2", "full": "background"}
+# The schedule grows with the background: TrainConfig's 1,200 steps for small1's 136 characters.
+STEPS_PER_CHARACTER = 1200 / 136
+
+
+def scaled_steps(n_chars: int) -> int:
+    """Optimizer steps for a background of ``n_chars`` characters (1,200 for small1)."""
+    return max(1, round(STEPS_PER_CHARACTER * n_chars))
 
 
 @dataclass(frozen=True)
@@ -220,6 +227,7 @@ def _meta(
     step: int,
     seconds: float,
     loss: float | None = None,
+    curve: list | None = None,
 ) -> dict[str, Any]:
     return json.loads(
         json.dumps(
@@ -229,6 +237,7 @@ def _meta(
                 "step": step,
                 "train_seconds": seconds,
                 "train_loss": loss,  # running mean of the batch loss (EMA 0.9 every 10 steps)
+                "loss_curve": curve or [],  # [step, running mean] every 10 steps
                 "device": str(jax.devices()[0].device_kind),
             }
         )
@@ -259,7 +268,7 @@ def pretrain(
     step_fn, opt = make_train_step(graphdef, cfg, tcfg, n_out)
     opt_state = opt.init(params)
     key = jax.random.key(tcfg.seed)
-    start, seconds = 0, 0.0
+    start, seconds, curve = 0, 0.0, []
     meta = _meta(cfg, tcfg, background, 0, 0.0)
 
     state_path = out / "train_state.npz"
@@ -286,6 +295,7 @@ def pretrain(
         try:
             start, seconds = int(arrays["__step__"]), float(arrays["__seconds__"])
             key = jax.random.wrap_key_data(jnp.asarray(arrays["__key__"]))
+            curve = np.asarray(arrays.get("__curve__", np.zeros((0, 2))), float).tolist()
         except (KeyError, ValueError, TypeError) as err:
             raise CheckpointError(f"{state_path}: corrupt training state ({err})") from err
 
@@ -295,22 +305,27 @@ def pretrain(
             "__step__": np.asarray(step),
             "__seconds__": np.asarray(elapsed),
             "__key__": np.asarray(jax.random.key_data(key)),
+            "__curve__": np.asarray(curve, float).reshape(-1, 2),
         }
         out.mkdir(parents=True, exist_ok=True)
         write_npz(state_path, arrays)
-        save_checkpoint(out, cfg, params, _meta(cfg, tcfg, background, step, elapsed, running))
+        save_checkpoint(
+            out, cfg, params, _meta(cfg, tcfg, background, step, elapsed, running, curve)
+        )
 
     device_data = background_levels(jnp.asarray(data))
     bar = tqdm(
         total=tcfg.steps, initial=start, desc="pretrain-vit", unit="step", disable=not progress
     )
-    t0, running = time.perf_counter() - seconds, None
+    t0 = time.perf_counter() - seconds
+    running = curve[-1][1] if curve else None
     for step in range(start, tcfg.steps):
         key, sub = jax.random.split(key)
         params, opt_state, loss = step_fn(params, opt_state, device_data, sub)
         if (step + 1) % 10 == 0 or step + 1 == tcfg.steps:
             value = float(loss)
             running = value if running is None else 0.9 * running + 0.1 * value
+            curve.append([step + 1, running])
             bar.set_postfix(loss=f"{running:.3f}")
         bar.update(1)
         if (step + 1) % tcfg.ckpt_every == 0 or step + 1 == tcfg.steps:
