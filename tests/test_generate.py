@@ -15,6 +15,7 @@ from conceptlearn.model.token import token_log_prior
 NOISE = TokenNoise(
     motor_sigma=0.7,
     stroke_sigma=5.0,
+    attach_sigma=0.0,
     scale_sigma=0.15,
     shift_sigma=8.0,
     width_sigma=0.3,
@@ -158,3 +159,26 @@ def test_affine_jitter_keeps_ink_and_repeats_with_the_key():
     assert out.shape == (1, 9, 105, 105) and out.any(axis=(2, 3)).all()
     np.testing.assert_array_equal(out, two_sample.affine_jitter(image, jax.random.key(0)))
     assert not (out == image[:, None]).all(axis=(2, 3)).any()
+
+
+def test_attached_strokes_move_with_their_parent_in_exemplars():
+    """With ``attach_sigma``, an L's foot (it starts on the bar's end) keeps its place on the
+    bar: its shift less the bar's has sd ``attach_sigma``, and the exemplars' tokens score by
+    the same density (``token_log_prior`` with the same attachments)."""
+    from conceptlearn.model.token import token_parents
+
+    t = jnp.linspace(0.0, 1.0, 8)
+    bar = jnp.stack([jnp.full(8, 40.0), 25.0 + 55.0 * t], -1)
+    foot = jnp.stack([40.0 + 35.0 * t, jnp.full(8, 80.0)], -1)
+    p, m = jnp.stack([bar, foot]), jnp.ones((2, 8), bool)
+    noise = NOISE._replace(attach_sigma=0.5)
+    parents = token_parents(p, m, noise)
+    np.testing.assert_array_equal(np.asarray(parents), [-1, 0])
+    keys = jax.random.split(jax.random.key(3), 500)
+    _, tokens = jax.vmap(lambda k: token_drawing(p, m, noise, key=k))(keys)
+    gap = np.asarray(tokens.stroke_shift[:, 1] - tokens.stroke_shift[:, 0])
+    assert abs(gap.std() / 0.5 - 1.0) < 0.15
+    assert np.asarray(tokens.stroke_shift[:, 0]).std() > 3.0  # the parent itself moves freely
+    logp = np.asarray(jax.vmap(lambda t: token_log_prior(t, m, noise, parents))(tokens))
+    dims = 16 * 2 + 2 * 2 + 2 + 2 + 1 + 1 + 1
+    assert abs(logp.mean() + dims / 2) < 0.1 * dims

@@ -199,3 +199,72 @@ def test_trajectory_token_samples_match_the_log_prior():
     assert abs(stat.var() / (2 * live) - 1) < 0.15
     assert float(jnp.abs(tokens.motor[:, 1, 3:]).max()) == 0.0  # masked points stay put
     assert float(jnp.abs(tokens.stroke_shift[:, 3]).max()) == 0.0
+
+
+def _polyline(start, end, n=8):
+    t = np.linspace(0.0, 1.0, n)[:, None]
+    return (1 - t) * np.asarray(start, float) + t * np.asarray(end, float)
+
+
+def test_stroke_parents_attach_a_start_that_touches_earlier_ink():
+    """A stroke is attached to the earlier stroke whose segments pass within the radius of its
+    first point (not only its sampled points); later strokes and far strokes do not count."""
+    from conceptlearn.model.token import stroke_parents
+
+    points = np.zeros((5, 8, 2), np.float32)
+    mask = np.ones((5, 8), bool)
+    points[0] = _polyline([20, 20], [20, 90])  # a long bar: its points are 10 px apart
+    points[1] = _polyline([22, 55], [60, 55])  # starts 2 px off the bar, between its points
+    points[2] = _polyline([80, 20], [80, 60])  # far from everything before it
+    points[3] = _polyline([61, 56], [61, 90])  # starts on stroke 1's end
+    mask[4, 1:] = False  # a dot ...
+    points[4, 0] = [80.5, 62]  # ... just below stroke 2's end
+    parents = stroke_parents(jnp.asarray(points), jnp.asarray(mask))
+    np.testing.assert_array_equal(np.asarray(parents), [-1, 0, -1, 1, 2])
+    points[1, 0] = [26, 55]  # 6 px off the bar: independent
+    parents = stroke_parents(jnp.asarray(points), jnp.asarray(mask))
+    assert int(parents[1]) == -1
+
+
+def test_attached_token_prior_matches_gaussian_density_and_its_sampler():
+    """With attachments the prior scores each stroke's own shift (less its parent's) under
+    N(0, attach_sigma), an independent one under N(0, stroke_sigma); samples agree with it."""
+    import dataclasses
+
+    from conceptlearn.inference.config import FULL
+    from conceptlearn.model.token import (
+        TrajectoryToken,
+        sample_token_noise,
+        token_log_prior,
+    )
+
+    noise = dataclasses.replace(FULL, attach_sigma=0.8)
+    mask = np.ones((3, 4), bool)
+    parents = jnp.asarray([-1, 0, 1], jnp.int32)  # a chain: 2 hangs on 1, 1 on 0
+    rng = np.random.default_rng(0)
+    shifts = rng.normal(size=(3, 2)).astype(np.float32) * 3
+    zeros = jnp.zeros(())
+    tok = TrajectoryToken(
+        jnp.zeros(2), jnp.zeros(2), jnp.asarray(shifts), jnp.zeros((3, 4, 2)), zeros, zeros, zeros
+    )
+    own = np.stack([shifts[0], shifts[1] - shifts[0], shifts[2] - shifts[1]])
+    ref = (
+        stats.norm(0, noise.stroke_sigma).logpdf(own[0]).sum()
+        - 2 * stats.norm(0, noise.stroke_sigma).logpdf(0)
+        + stats.norm(0, 0.8).logpdf(own[1:]).sum()
+        - 4 * stats.norm(0, 0.8).logpdf(0)
+    )
+    got = float(token_log_prior(tok, jnp.asarray(mask), noise, parents))
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+    draw = jax.jit(
+        jax.vmap(lambda k: sample_token_noise(noise, jnp.asarray(mask), key=k, parents=parents))
+    )
+    tokens = draw(jax.random.split(jax.random.key(0), 4000))
+    stat = -2 * np.asarray(
+        jax.vmap(lambda t: token_log_prior(t, jnp.asarray(mask), noise, parents))(tokens)
+    )
+    live = 2 * 12 + 2 * 3 + 2 + 2 + 3
+    assert abs(stat.mean() - live) < 4 * np.sqrt(2 * live / 4000)
+    assert abs(stat.var() / (2 * live) - 1) < 0.15
+    chain = np.asarray(tokens.stroke_shift[:, 2] - tokens.stroke_shift[:, 1])
+    assert abs(chain.std() / 0.8 - 1.0) < 0.1

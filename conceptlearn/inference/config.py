@@ -69,6 +69,8 @@ class FitConfig:
     learned_noise: bool = True  # token sigmas from the library where it has them (learned_noise())
     motor_sigma: float = 0.7  # px: std of the motor noise at each point (token prior)
     stroke_sigma: float = 5.0  # px: std of each stroke's shift (token prior)
+    attach_sigma: float = 0.0  # px, > 0: a stroke starting on an earlier stroke's ink shifts
+    # with it, plus its own shift of this std (model.token.stroke_parents); 0: all independent
     width_sigma: float = 0.3  # std of the log pen width (token prior)
     scale_sigma: float = 0.15  # std of log scale (token prior)
     rotate_sigma: float = 0.15  # rad: std of the rotation (token prior)

@@ -40,6 +40,7 @@ from conceptlearn.model.token import (
     centre_of_mass,
     token_ink,
     token_log_prior,
+    token_parents,
     token_points,
 )
 
@@ -367,6 +368,7 @@ def fit_token(
     steps = cfg.refit_steps if n_steps is None else n_steps
     coarse = cfg.refit_coarse_steps if n_coarse is None else n_coarse
     tgt = targets(image)
+    parents = token_parents(points, mask, cfg)
     shift0 = jnp.where(jnp.any(image), ink_centre(image) - centre_of_mass(points, mask), 0.0)
     zero = jnp.zeros(())
     n_strokes = points.shape[0]
@@ -385,7 +387,7 @@ def fit_token(
         tok = unpack(u)
         pts = token_points(points, mask, tok)
         ll = level_log_lik(pts, mask, tgt[level], sigma, level, cfg, token_ink(tok))
-        return ll + token_log_prior(tok, mask, cfg)
+        return ll + token_log_prior(tok, mask, cfg, parents)
 
     def fit_from(start, lr, blur_start, n):
         u = _optimise(lambda u, s, lv: -objective(u, s, lv), start, n, min(coarse, n), lr,

@@ -30,17 +30,19 @@ from conceptlearn.model.library import INDEPENDENT, MAX_SUBSTROKES, make_library
 from conceptlearn.model.render import render
 from conceptlearn.model.sample import MARGIN, TOKEN_TRIES, first_fitting, overshoot
 from conceptlearn.model.splines import fit_pieces, resample_stroke
-from conceptlearn.model.token import sample_token_noise, token_ink, token_points
+from conceptlearn.model.token import sample_token_noise, token_ink, token_parents, token_points
 
 
 class TokenNoise(NamedTuple):
     """Standard deviations of a parse's token (:func:`~conceptlearn.model.token.token_log_prior`):
-    ``motor_sigma`` px at each point, ``stroke_sigma`` px per stroke, ``scale_sigma`` (log
+    ``motor_sigma`` px at each point, ``stroke_sigma`` px per stroke (``attach_sigma`` for a
+    stroke attached to an earlier one, when > 0), ``scale_sigma`` (log
     scale), ``shift_sigma`` px, ``width_sigma`` (log pen width), ``rotate_sigma`` rad,
     ``shear_sigma``. A pytree of float scalars, so jitted code takes it as data."""
 
     motor_sigma: float
     stroke_sigma: float
+    attach_sigma: float
     scale_sigma: float
     shift_sigma: float
     width_sigma: float
@@ -65,7 +67,8 @@ def choose_parse(log_weight: jax.Array, *, key: jax.Array) -> tuple[jax.Array, j
 def token_drawing(points, mask, noise, *, key: jax.Array, tries: int = TOKEN_TRIES):
     """One token of the parse ``points f32 (S, P, 2)``, ``mask bool (S, P)``, kept inside the
     canvas: ``(points f32 (S, P, 2), token)``."""
-    tokens = jax.vmap(lambda k: sample_token_noise(noise, mask, key=k))(
+    parents = token_parents(points, mask, noise)
+    tokens = jax.vmap(lambda k: sample_token_noise(noise, mask, key=k, parents=parents))(
         jax.random.split(key, tries)
     )
     moved = jax.vmap(lambda t: token_points(points, mask, t))(tokens)

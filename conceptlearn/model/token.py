@@ -236,14 +236,78 @@ def token_ink(token: TrajectoryToken) -> InkParams:
     return InkParams(spread=DEFAULT_INK.spread * w, gain=DEFAULT_INK.gain * w)
 
 
-def token_log_prior(token: TrajectoryToken, mask, noise) -> jax.Array:
+ATTACH_RADIUS = 3.0  # px: a stroke starting this close to an earlier stroke's ink is attached
+
+
+def stroke_parents(points, mask, radius: float = ATTACH_RADIUS) -> jax.Array:
+    """``int32 (S,)``: for each stroke of ``points f32 (S, P, 2)``, ``mask bool (S, P)``, the
+    earlier stroke whose trajectory passes nearest its first point, if within ``radius`` px
+    (the stroke is attached to it, as BPL's relations attach a stroke to its parent), else -1.
+    Distances are to the parent's segments, not only its points."""
+    S = mask.shape[0]
+    first = points[jnp.arange(S), jnp.argmax(mask, -1)]  # (S, 2)
+    a, b = points[:, :-1], points[:, 1:]  # segments (S, P - 1, 2)
+    seg_ok = mask[:, :-1] & mask[:, 1:]
+    ab = b - a
+    t = jnp.einsum("tpd,stpd->stp", ab, first[:, None, None] - a[None])
+    t = jnp.clip(t / jnp.maximum(jnp.sum(ab**2, -1), 1e-9)[None], 0.0, 1.0)
+    nearest = a[None] + t[..., None] * ab[None]  # (S, S, P - 1, 2)
+    dist = jnp.linalg.norm(first[:, None, None] - nearest, axis=-1)
+    alone = mask & ~(jnp.pad(mask[:, 1:], ((0, 0), (0, 1))) | jnp.pad(mask[:, :-1], ((0, 0), (1, 0))))
+    dot = jnp.linalg.norm(first[:, None, None] - points[None], axis=-1)  # one-point strokes
+    dist = jnp.minimum(
+        jnp.where(seg_ok[None], dist, jnp.inf).min(-1), jnp.where(alone[None], dot, jnp.inf).min(-1)
+    )
+    earlier = jnp.arange(S)[None, :] < jnp.arange(S)[:, None]
+    dist = jnp.where(earlier, dist, jnp.inf)  # (S, S): stroke s's start to stroke t's ink
+    used = jnp.any(mask, -1)
+    return jnp.where(used & (dist.min(-1) <= radius), jnp.argmin(dist, -1), -1).astype(jnp.int32)
+
+
+def _stroke_sigmas(parents, noise) -> jax.Array:
+    """``f32 (S,)``: the sd of each stroke's own shift: ``attach_sigma`` if attached, else
+    ``stroke_sigma``."""
+    return jnp.where(parents >= 0, noise.attach_sigma, noise.stroke_sigma)
+
+
+def own_shifts(stroke_shift, parents) -> jax.Array:
+    """Each stroke's shift less its parent's ``f32 (S, 2)`` (an independent stroke: its shift)."""
+    parent = stroke_shift[jnp.maximum(parents, 0)]
+    return stroke_shift - jnp.where(parents[:, None] >= 0, parent, 0.0)
+
+
+def resolve_shifts(own, parents) -> jax.Array:
+    """The inverse of :func:`own_shifts`: ``f32 (S, 2)`` stroke shifts, each its own plus its
+    parent's (parents come first, so one pass in stroke order settles it)."""
+
+    def one(s, shift):
+        p = parents[s]
+        return shift.at[s].add(jnp.where(p >= 0, shift[jnp.maximum(p, 0)], 0.0))
+
+    return jax.lax.fori_loop(0, own.shape[0], one, own)
+
+
+def token_parents(points, mask, noise) -> jax.Array:
+    """The attachments ``int32 (S,)`` that ``noise`` uses: :func:`stroke_parents` where its
+    ``attach_sigma`` is set (> 0; it may be traced), else every stroke independent (-1)."""
+    sigma = noise.attach_sigma
+    if isinstance(sigma, int | float):  # a static config: decided while tracing
+        return stroke_parents(points, mask) if sigma > 0 else jnp.full(mask.shape[0], -1, jnp.int32)
+    return jnp.where(sigma > 0, stroke_parents(points, mask), -1)
+
+
+def token_log_prior(token: TrajectoryToken, mask, noise, parents=None) -> jax.Array:
     """``log P(token)`` without its normalising constants, ``f32 ()``: independent zero-mean
     Gaussians with the standard deviations of ``noise`` (any object with the ``*_sigma``
-    fields of :class:`conceptlearn.inference.config.FitConfig`). :func:`sample_token_noise`
-    draws from the same density."""
+    fields of :class:`conceptlearn.inference.config.FitConfig`). A stroke attached to an
+    earlier one (``parents int32 (S,)``, :func:`token_parents`; None: none attached) shifts
+    with it: its own shift, less its parent's, has sd ``attach_sigma``.
+    :func:`sample_token_noise` draws from the same density."""
+    parents = jnp.full(mask.shape[0], -1, jnp.int32) if parents is None else parents
     motor = jnp.sum(jnp.where(mask[..., None], token.motor**2, 0.0)) / noise.motor_sigma**2
     used = jnp.any(mask, -1)[:, None]
-    jitter = jnp.sum(jnp.where(used, token.stroke_shift**2, 0.0)) / noise.stroke_sigma**2
+    own = own_shifts(token.stroke_shift, parents) / _stroke_sigmas(parents, noise)[:, None]
+    jitter = jnp.sum(jnp.where(used, own**2, 0.0))
     scale = jnp.sum(token.log_scale**2) / noise.scale_sigma**2
     shift = jnp.sum(token.shift**2) / noise.shift_sigma**2
     width = token.log_width**2 / noise.width_sigma**2
@@ -251,17 +315,19 @@ def token_log_prior(token: TrajectoryToken, mask, noise) -> jax.Array:
     return -0.5 * (motor + jitter + scale + shift + width + affine)
 
 
-
-def sample_token_noise(noise, mask, *, key: jax.Array) -> TrajectoryToken:
-    """Draw a :class:`TrajectoryToken` for a parse with ``mask bool (S, P)`` from the density
-    that :func:`token_log_prior` scores (masked points and strokes get zeros)."""
+def sample_token_noise(noise, mask, *, key: jax.Array, parents=None) -> TrajectoryToken:
+    """Draw a :class:`TrajectoryToken` for a parse with ``mask bool (S, P)`` (and stroke
+    attachments ``parents``, as in :func:`token_log_prior`) from the density that
+    :func:`token_log_prior` scores (masked points and strokes get zeros)."""
     S, P = mask.shape
+    parents = jnp.full(S, -1, jnp.int32) if parents is None else parents
     keys = jax.random.split(key, 7)
     used = jnp.any(mask, -1)
+    own = _stroke_sigmas(parents, noise)[:, None] * jax.random.normal(keys[2], (S, 2))
     return TrajectoryToken(
         log_scale=noise.scale_sigma * jax.random.normal(keys[0], (2,)),
         shift=noise.shift_sigma * jax.random.normal(keys[1], (2,)),
-        stroke_shift=jnp.where(used[:, None], noise.stroke_sigma * jax.random.normal(keys[2], (S, 2)), 0.0),
+        stroke_shift=jnp.where(used[:, None], resolve_shifts(jnp.where(used[:, None], own, 0.0), parents), 0.0),
         motor=jnp.where(mask[..., None], noise.motor_sigma * jax.random.normal(keys[3], (S, P, 2)), 0.0),
         log_width=noise.width_sigma * jax.random.normal(keys[4], ()),
         rotation=noise.rotate_sigma * jax.random.normal(keys[5], ()),
