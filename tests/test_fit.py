@@ -196,3 +196,20 @@ def test_coarse_steps_reach_the_fit_of_full_resolution_steps():
     coarse = float(_fit(parse.points[0], parse.mask[0], larger, CFG, 20, 20)[0])
     assert fine > start + 200
     assert coarse - start > 0.85 * (fine - start)
+
+
+def test_the_occluder_explains_ink_the_program_lacks():
+    """With ``occluder_side``, the parse of a cross whose third stroke, a short bar, was hidden,
+    refit to the whole drawing, scores far better than without: the square takes the bar's ink,
+    which the parse cannot draw. On the whole drawing's own parse, whose misfit is spread thin,
+    it changes little."""
+    bar = _line([88, 15], [88, 35])
+    whole = _image([*CROSS, bar])
+    occluder = FitConfig(**{**CFG.__dict__, "occluder_side": 24, "occluder_log_prior": -50.0})
+    scores = {}
+    for name, source in (("hidden", _image(CROSS)), ("whole", whole)):
+        parse = parse_image(source, CFG)
+        scores[name] = [float(_refit(parse.points[0], parse.mask[0], jnp.asarray(whole), cfg))
+                        for cfg in (CFG, occluder)]
+    assert scores["hidden"][1] > scores["hidden"][0] + 20
+    assert abs(scores["whole"][1] - scores["whole"][0]) < 5

@@ -10,12 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import ndimage, stats
+from scipy.special import logsumexp
 
 from conceptlearn.model.image import (
     blur,
     image_dist,
     image_log_likelihood,
     log_likelihood,
+    occluded_log_likelihood,
     pixel_probs,
 )
 from conceptlearn.model.render import IMAGE_SIZE, render
@@ -119,3 +121,67 @@ def test_no_retrace_for_new_values_of_the_same_shapes():
 def test_shape_mismatch_is_rejected():
     with pytest.raises(ValueError, match="differ"):
         log_likelihood(jnp.full((4, 4), 0.5), jnp.zeros((4, 5), bool))
+
+
+def _occluded_reference(probs, image, side, log_prior, blank):
+    """``log P(image)`` under the occluder mixture by enumerating every square, in float64."""
+    probs, image = np.asarray(probs, np.float64), np.asarray(image, bool)
+    n = probs.shape[0]
+    clear = stats.bernoulli.logpmf(image, probs)
+    terms = []
+    for r, c in itertools.product(range(n - side + 1), repeat=2):
+        covered = clear.copy()
+        covered[r : r + side, c : c + side] = stats.bernoulli.logpmf(
+            image[r : r + side, c : c + side], blank
+        )
+        terms.append(covered.sum())
+    rho = np.exp(log_prior)
+    return np.logaddexp(np.log1p(-rho) + clear.sum(),
+                        np.log(rho) - np.log(len(terms)) + logsumexp(terms))
+
+
+def test_occluded_log_likelihood_matches_enumerating_the_squares():
+    rng = np.random.default_rng(3)
+    probs = rng.uniform(0.02, 0.98, (12, 12)).astype(np.float32)
+    image = rng.uniform(size=(12, 12)) < 0.4
+    image[2:7, 5:10] = False  # a blank patch for the occluder to explain
+    for log_prior in (-0.5, -3.0, -20.0):
+        got = occluded_log_likelihood(probs, image.astype(np.float32), 1, 5, log_prior, 0.01)
+        np.testing.assert_allclose(float(got), _occluded_reference(probs, image, 5, log_prior, 0.01),
+                                   rtol=1e-5)
+
+
+def test_occluded_likelihood_is_a_normalised_density_over_images():
+    probs = np.array([[0.1, 0.7, 0.4], [0.9, 0.2, 0.6], [0.3, 0.8, 0.5]], np.float32)
+    images = [np.array(bits, np.float32).reshape(3, 3) for bits in itertools.product([0, 1], repeat=9)]
+    log_p = [float(occluded_log_likelihood(probs, im, 1, 2, -1.0, 0.05)) for im in images]
+    np.testing.assert_allclose(np.exp(logsumexp(log_p)), 1.0, atol=1e-5)
+
+
+def test_occluder_explains_a_blanked_square_and_vanishes_with_its_prior():
+    points, mask = _stroke()
+    probs = pixel_probs(render(points, mask), 1.5, 0.02)
+    image = np.asarray(render(points, mask) > 0.5)
+    hidden = image.copy()
+    hidden[30:55, 40:65] = False
+    clear_ll = float(log_likelihood(probs, hidden))
+    occluded = float(occluded_log_likelihood(probs, hidden.astype(np.float32), 1, 25, -20.0, 0.01))
+    assert occluded > clear_ll + 100.0  # the square's missing ink is explained, minus ~29 nats
+    unlikely = float(occluded_log_likelihood(probs, hidden.astype(np.float32), 1, 25, -5000.0, 0.01))
+    np.testing.assert_allclose(unlikely, clear_ll, rtol=1e-6)
+
+
+def test_occluded_likelihood_gradients_match_finite_differences():
+    rng = np.random.default_rng(4)
+    probs = rng.uniform(0.05, 0.95, (20, 20)).astype(np.float32)
+    image = (rng.uniform(size=(20, 20)) < 0.3).astype(np.float32)
+    image[4:12, 4:12] = 0.0
+
+    def f(p):
+        return occluded_log_likelihood(p, image, 2, 8, -2.0, 0.01)
+
+    grad = np.asarray(jax.grad(f)(probs))
+    v = rng.normal(size=probs.shape).astype(np.float32)
+    h = np.float32(1e-3)
+    fd = (float(f(probs + h * v)) - float(f(probs - h * v))) / (2 * h)
+    np.testing.assert_allclose(np.vdot(grad, v), fd, rtol=2e-2)

@@ -61,6 +61,12 @@ class FitConfig:
     blur_start: float = 6.0  # blur sigma (px) at the first step; geometric down to blur_sigma
     blur_sigma: float = 2.0  # blur sigma (px) of the score
     epsilon: float = 0.02  # pixel-flip probability of the score
+    occluder_side: int = 0  # px, > 0: in a token refit, a square of this side may be hidden
+    # from the program: its pixels are ink with probability occluder_ink, whatever is drawn
+    # there, summed out over every place (model.image.occluded_log_likelihood). It covers an
+    # occluder on the image scored, and ink of strokes an occluder hid from the program's image
+    occluder_log_prior: float = -50.0  # log probability that an image has the square
+    occluder_ink: float = 0.15  # ink probability of a pixel under the square
     n_samples: int = 24  # renderer arc-length samples per stroke
     coarse_samples: int = 0  # the same at half resolution (0: n_samples)
     smooth_sigma: float = 2.0  # px: std of a trajectory's second differences (stand-in prior)

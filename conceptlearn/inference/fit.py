@@ -31,7 +31,12 @@ import optax
 
 from conceptlearn.inference.config import FitConfig
 from conceptlearn.inference.proposals import propose
-from conceptlearn.model.image import coarse_target, level_log_likelihood, pixel_probs
+from conceptlearn.model.image import (
+    coarse_target,
+    level_log_likelihood,
+    occluded_log_likelihood,
+    pixel_probs,
+)
 from conceptlearn.model.render import render
 from conceptlearn.model.token import (
     TrajectoryToken as Token,
@@ -71,13 +76,19 @@ def targets(image) -> dict[int, jax.Array]:
     return {1: image.astype(jnp.float32), COARSE: coarse_target(image, COARSE)}
 
 
-def level_log_lik(points, mask, target, blur_sigma, level: int, cfg: FitConfig, ink=None):
+def level_log_lik(points, mask, target, blur_sigma, level: int, cfg: FitConfig, ink=None,
+                  occluder: bool = False):
     """``log P(image | points)`` at blur ``blur_sigma`` (full-resolution px) and resolution
     ``level``: ``points f32 (S, P, 2)``, ``mask bool (S, P)``, ``target`` from :func:`targets`
-    -> ``f32 ()``."""
+    -> ``f32 ()``. With ``occluder`` (and ``cfg.occluder_side > 0``) a square of the image may
+    be hidden from the program (:func:`~conceptlearn.model.image.occluded_log_likelihood`)."""
     n_samples = cfg.n_samples if level == 1 else (cfg.coarse_samples or cfg.n_samples)
     drawn = render(points, mask, ink, n_samples, level)
-    return level_log_likelihood(pixel_probs(drawn, blur_sigma / level, cfg.epsilon), target, level)
+    probs = pixel_probs(drawn, blur_sigma / level, cfg.epsilon)
+    if occluder and cfg.occluder_side > 0:  # static config
+        return occluded_log_likelihood(probs, target, level, cfg.occluder_side,
+                                       cfg.occluder_log_prior, cfg.occluder_ink)
+    return level_log_likelihood(probs, target, level)
 
 
 def image_log_lik(points, mask, image, blur_sigma, cfg: FitConfig) -> jax.Array:
@@ -358,7 +369,8 @@ def fit_token(
 
     ``n_steps`` Adam steps (default ``cfg.refit_steps``), the first ``n_coarse`` (default
     ``cfg.refit_coarse_steps``) at half resolution; the score is taken at resolution
-    ``score_level``. The initial shift aligns the parse's centre of mass with the ink's, and
+    ``score_level``, with ``cfg.occluder_side``'s square summed out when set (the steps fit
+    without it: with it they drift off the ink the square takes). The initial shift aligns the parse's centre of mass with the ink's, and
     the initial log scale is ``log_scale0`` (:func:`start_log_scale`; the prior still scores
     the scale from 0). With
     ``cfg.wide_lr > 0`` a second fit of the same objective takes long steps from blur
@@ -383,16 +395,16 @@ def fit_token(
             shear=u.shear / _SCALE_PX,
         )
 
-    def objective(u: Token, sigma, level: int):
+    def objective(u: Token, sigma, level: int, occluder: bool = False):
         tok = unpack(u)
         pts = token_points(points, mask, tok)
-        ll = level_log_lik(pts, mask, tgt[level], sigma, level, cfg, token_ink(tok))
+        ll = level_log_lik(pts, mask, tgt[level], sigma, level, cfg, token_ink(tok), occluder)
         return ll + token_log_prior(tok, mask, cfg, parents)
 
     def fit_from(start, lr, blur_start, n):
         u = _optimise(lambda u, s, lv: -objective(u, s, lv), start, n, min(coarse, n), lr,
                       blur_start, cfg)
-        return objective(u, cfg.blur_sigma, score_level), u
+        return objective(u, cfg.blur_sigma, score_level, occluder=True), u
 
     score, u = fit_from(u0, cfg.refit_lr, cfg.blur_start, steps)
     if cfg.wide_lr > 0:  # static config: a far-reaching search as well; the better fit is kept

@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
+from jax.scipy.special import logsumexp
 
 from conceptlearn.model.render import IMAGE_SIZE, InkParams, grid_size, render
 
@@ -79,6 +80,30 @@ def level_log_likelihood(probs: jax.Array, target: jax.Array, level: int) -> jax
     the block). At level 1 this is :func:`log_likelihood` exactly. -> ``f32 ()``."""
     log_p, log_q = jnp.log(probs), jnp.log1p(-probs)
     return level**2 * jnp.sum(target * log_p + (1.0 - target) * log_q)
+
+
+def box_sums(values: jax.Array, side: int) -> jax.Array:
+    """Sums of ``values f32 (n, n)`` over every ``side x side`` square inside it, ``f32 (n -
+    side + 1, n - side + 1)`` indexed by the square's top-left corner (a summed-area table)."""
+    table = jnp.pad(jnp.cumsum(jnp.cumsum(values, 0), 1), ((1, 0), (1, 0)))
+    return table[side:, side:] - table[:-side, side:] - table[side:, :-side] + table[:-side, :-side]
+
+
+def occluded_log_likelihood(
+    probs: jax.Array, target: jax.Array, level: int, side: int, log_prior, blank
+) -> jax.Array:
+    """``log P(image | probs)`` when, with probability ``rho = exp(log_prior)``, a ``side x
+    side`` square (full-resolution px) of the image is not drawn by ``probs``: an occluder,
+    placed uniformly among the squares inside the grid, under which each pixel is ink with
+    probability ``blank`` (near 0: a blank patch; larger: ink from elsewhere). Summed out:
+    ``log[(1 - rho) P(image | probs) + rho mean_squares P(image | probs, square)]``.
+    Arguments as :func:`level_log_likelihood`; -> ``f32 ()``."""
+    pixel = level**2 * (target * jnp.log(probs) + (1.0 - target) * jnp.log1p(-probs))
+    covered = level**2 * (target * jnp.log(blank) + (1.0 - target) * jnp.log1p(-blank))
+    gain = box_sums(covered - pixel, max(1, round(side / level)))  # occluded minus not, per square
+    log_prior = jnp.asarray(log_prior, jnp.float32)
+    occluded = log_prior - jnp.log(float(gain.size)) + logsumexp(gain)
+    return jnp.sum(pixel) + jnp.logaddexp(jnp.log1p(-jnp.exp(log_prior)), occluded)
 
 
 @jax.jit
