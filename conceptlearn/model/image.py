@@ -78,8 +78,12 @@ def level_log_likelihood(probs: jax.Array, target: jax.Array, level: int) -> jax
     centres against ``target = coarse_target(image, level)``; each block stands for its
     ``level**2`` pixels (their summed Bernoulli log-probabilities if the ink were constant over
     the block). At level 1 this is :func:`log_likelihood` exactly. -> ``f32 ()``."""
-    log_p, log_q = jnp.log(probs), jnp.log1p(-probs)
-    return level**2 * jnp.sum(target * log_p + (1.0 - target) * log_q)
+    return jnp.sum(_block_log_likelihoods(probs, target, level))
+
+
+def _block_log_likelihoods(probs, target, level: int) -> jax.Array:
+    """The terms of :func:`level_log_likelihood`, one per block, ``f32 (n, n)``."""
+    return level**2 * (target * jnp.log(probs) + (1.0 - target) * jnp.log1p(-probs))
 
 
 def box_sums(values: jax.Array, side: int) -> jax.Array:
@@ -98,8 +102,8 @@ def occluded_log_likelihood(
     probability ``blank`` (near 0: a blank patch; larger: ink from elsewhere). Summed out:
     ``log[(1 - rho) P(image | probs) + rho mean_squares P(image | probs, square)]``.
     Arguments as :func:`level_log_likelihood`; -> ``f32 ()``."""
-    pixel = level**2 * (target * jnp.log(probs) + (1.0 - target) * jnp.log1p(-probs))
-    covered = level**2 * (target * jnp.log(blank) + (1.0 - target) * jnp.log1p(-blank))
+    pixel = _block_log_likelihoods(probs, target, level)
+    covered = _block_log_likelihoods(jnp.asarray(blank, jnp.float32), target, level)
     gain = box_sums(covered - pixel, max(1, round(side / level)))  # occluded minus not, per square
     log_prior = jnp.asarray(log_prior, jnp.float32)
     occluded = log_prior - jnp.log(float(gain.size)) + logsumexp(gain)
