@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "the comparison: sample efficiency, shifts, anytime -> results, summary, plots",
     ),
     "pretrain-vit": ("pretrain_vit", "pretrain the ViT on background data"),
+    "train-proposer": (
+        "train_proposer",
+        "train the learned proposer (image -> strokes) on background strokes and model samples",
+    ),
     "learn": ("learn", "learn the generative model's library from strokes"),
     "sample": ("sample", "sample new characters and exemplars as a grid"),
     "parse": ("parse", "parse an image into strokes (overlay + JSON)"),

@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -346,6 +348,10 @@ class BPLContender:
 
             self._library = load_library(library)
             cfg = learned_noise(cfg, self._library)
+        if cfg.proposer:
+            from conceptlearn.inference.recognition import load_proposer
+
+            load_proposer(cfg.proposer)  # a missing or corrupt checkpoint fails here, named
         self.cfg = cfg
         self.seed = seed
         self.library = library
@@ -357,6 +363,9 @@ class BPLContender:
             self._store = ArrayStore(parse_cache)
             # what every cached parse of this contender depends on besides its image
             fields = {f: getattr(cfg, f) for f in PARSE_FIELDS}
+            if cfg.proposer:  # the proposer's weights, not its folder's name
+                fields["proposer"] = hashlib.sha256(
+                    (Path(cfg.proposer) / "params.npz").read_bytes()).hexdigest()
             library_arrays = None if self._library is None else [np.asarray(x) for x in self._library]
             self._parse_context = ArrayStore.key(PARSE_CACHE_VERSION, fields, seed, library_arrays)
 

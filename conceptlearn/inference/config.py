@@ -20,6 +20,8 @@ from typing import Any
 # Fields that change a parse (proposals, refinement, ranking); the parse cache keys on them.
 PARSE_FIELDS = (
     "max_candidates",
+    "proposer",
+    "proposer_candidates",
     "max_strokes",
     "n_points",
     "n_parses",
@@ -41,7 +43,9 @@ PARSE_FIELDS = (
 class FitConfig:
     """Constants of proposals, refinement and token refits (the operating point)."""
 
-    max_candidates: int = 10  # proposals per image
+    max_candidates: int = 10  # skeleton-walk proposals per image (0: none)
+    proposer: str = ""  # a train-proposer checkpoint folder: its proposals join the walks'
+    proposer_candidates: int = 0  # learned proposals per image (with ``proposer``)
     max_strokes: int = 6  # strokes per parse (longest kept)
     n_points: int = 16  # trajectory points per stroke (10 cut long strokes into chords)
     n_parses: int = 2  # K best parses kept per image

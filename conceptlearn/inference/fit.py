@@ -211,18 +211,30 @@ def _proposal_chunk() -> int:
 
 def propose_batch(images: np.ndarray, cfg: FitConfig, seed: int = 0) -> list[np.ndarray]:
     """Proposals of each of ``images bool (N, 105, 105)`` on the host, stacked: ``points f32
-    (N, C, S, P, 2)``, ``mask bool (N, C, S, P)``, ``valid bool (N, C)``."""
-    props = [
-        propose(
-            im,
-            max_candidates=cfg.max_candidates,
-            max_strokes=cfg.max_strokes,
-            n_points=cfg.n_points,
-            seed=image_seed(im, seed),
-        )
-        for im in images
-    ]
-    return [np.stack([getattr(p, f) for p in props]) for f in ("points", "mask", "valid")]
+    (N, C, S, P, 2)``, ``mask bool (N, C, S, P)``, ``valid bool (N, C)``: the skeleton walks'
+    ``cfg.max_candidates``, then the learned proposer's ``cfg.proposer_candidates``."""
+    parts = []
+    if cfg.max_candidates:
+        props = [
+            propose(
+                im,
+                max_candidates=cfg.max_candidates,
+                max_strokes=cfg.max_strokes,
+                n_points=cfg.n_points,
+                seed=image_seed(im, seed),
+            )
+            for im in images
+        ]
+        parts.append([np.stack([getattr(p, f) for p in props]) for f in ("points", "mask", "valid")])
+    if cfg.proposer and cfg.proposer_candidates:
+        from conceptlearn.inference.recognition import load_proposer, propose_learned
+
+        parts.append(propose_learned(load_proposer(cfg.proposer), images, cfg.proposer_candidates,
+                                     cfg.max_strokes, cfg.n_points))
+    if not parts:
+        raise ValueError("no proposals: max_candidates is 0 and there is no learned proposer "
+                         "(proposer, proposer_candidates)")
+    return [np.concatenate(xs, axis=1) for xs in zip(*parts, strict=True)]
 
 
 def strokes_used(mask) -> np.ndarray:
