@@ -223,3 +223,25 @@ def test_learned_proposals_join_the_walks_and_easy_strokes_are_recovered(tmp_pat
     parse = parse_images(image[None], both)
     quality = parse_quality(truth, np.asarray(parse.points[0, 0]), np.asarray(parse.mask[0, 0]))
     assert quality["good"], quality
+
+
+def test_candidates_snap_to_the_skeleton():
+    """A slot 3 px beside a drawn line is moved onto the line, evenly spaced."""
+    truth = line((20, 50), (85, 50), 8)
+    points, exists = rec.stroke_set([truth], 3, 8)
+    image = (
+        np.asarray(
+            render(
+                jnp.asarray(points),
+                jnp.broadcast_to(jnp.asarray(exists)[:, None], points.shape[:2]),
+            )
+        )
+        > 0.5
+    )
+    slot_points = np.zeros((3, 8, 2), np.float32)
+    slot_points[0] = line((22, 53), (83, 53), 8)
+    slots = rec.Slots(slot_points, np.array([5.0, -5.0, -5.0]), np.full(3, -1.0), np.zeros(3))
+    cand, mask, valid = rec.slots_to_candidates(slots, 1, 3, 8, image)
+    assert valid[0] and mask[0, 0].all() and not mask[0, 1:].any()
+    assert np.abs(cand[0, 0, :, 1] - 50).max() <= 1.0
+    assert np.ptp(np.diff(cand[0, 0, :, 0])) < 1.5  # evenly spaced after snapping

@@ -47,6 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from scipy import ndimage
+from skimage.morphology import skeletonize
 
 from conceptlearn.baselines.vit.checkpoint import (
     CheckpointError,
@@ -461,11 +463,29 @@ def predict_slots(proposer, images: np.ndarray) -> Slots:
     return jax.tree.map(lambda *xs: np.concatenate(xs), *out)
 
 
-def slots_to_candidates(slots: Slots, n_candidates: int, max_strokes: int, n_points: int):
+def snap_to_skeleton(strokes: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """Move every point of ``strokes f32 (S, P, 2)`` to the nearest pixel of ``image bool (105,
+    105)``'s skeleton (the walks' skeleton), then resample each stroke evenly in arc length:
+    the network gives the strokes' number, order and rough course, the ink their place."""
+    skeleton = skeletonize(ndimage.binary_closing(image, iterations=1) | image)
+    if not skeleton.any():
+        return strokes
+    _, (near_row, near_col) = ndimage.distance_transform_edt(~skeleton, return_indices=True)
+    n = image.shape[0]
+    cols = np.clip(np.rint(strokes[..., 0]), 0, n - 1).astype(int)
+    rows = np.clip(np.rint(strokes[..., 1]), 0, n - 1).astype(int)
+    snapped = np.stack([near_col[rows, cols], near_row[rows, cols]], -1).astype(np.float64)
+    return np.stack([_resample(stroke, strokes.shape[1])[0] for stroke in snapped])
+
+
+def slots_to_candidates(
+    slots: Slots, n_candidates: int, max_strokes: int, n_points: int, image=None
+):
     """One image's slots (unbatched numpy) -> ``points f32 (C, S, P, 2)``, ``mask bool (C, S,
     P)``, ``valid bool (C,)``: one candidate per existence threshold of :data:`THRESHOLDS`
     (at least the most likely slot; repeats of an earlier candidate's slot set are invalid),
-    strokes in the order of the order score, flipped where the flip logit is positive."""
+    strokes in the order of the order score, flipped where the flip logit is positive; with
+    ``image bool (105, 105)``, snapped to its skeleton (:func:`snap_to_skeleton`)."""
     C, S, P = n_candidates, max_strokes, n_points
     points = np.zeros((C, S, P, 2), np.float32)
     mask = np.zeros((C, S, P), bool)
@@ -477,6 +497,8 @@ def slots_to_candidates(slots: Slots, n_candidates: int, max_strokes: int, n_poi
         )
     prob = 1.0 / (1.0 + np.exp(-slots.exist))
     strokes = np.where((slots.flip > 0)[:, None, None], slots.points[:, ::-1], slots.points)
+    if image is not None:
+        strokes = snap_to_skeleton(strokes, np.asarray(image, bool))
     length = np.linalg.norm(np.diff(strokes, axis=1), axis=-1).sum(-1)
     seen = set()
     for c, threshold in enumerate(THRESHOLDS[:C]):
@@ -498,11 +520,16 @@ def propose_learned(
     proposer, images: np.ndarray, n_candidates: int, max_strokes: int, n_points: int
 ) -> list[np.ndarray]:
     """Learned candidates of ``images bool (N, 105, 105)``: ``points f32 (N, C, S, P, 2)``,
-    ``mask bool (N, C, S, P)``, ``valid bool (N, C)`` (:func:`slots_to_candidates`)."""
+    ``mask bool (N, C, S, P)``, ``valid bool (N, C)`` (:func:`slots_to_candidates`, snapped to
+    each image's skeleton)."""
     slots = predict_slots(proposer, images)
     per_image = [
         slots_to_candidates(
-            jax.tree.map(lambda x, i=i: x[i], slots), n_candidates, max_strokes, n_points
+            jax.tree.map(lambda x, i=i: x[i], slots),
+            n_candidates,
+            max_strokes,
+            n_points,
+            images[i],
         )
         for i in range(len(images))
     ]
