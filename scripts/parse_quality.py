@@ -15,14 +15,13 @@ setup skips the drawings already scored, so an interrupted run resumes.
 
 ``--mode proposer`` / ``both`` parse with ``--proposer``'s learned proposals
 (``proposer_candidates=4``) instead of (``max_candidates=0``) / as well as the skeleton walks';
-they exit with a message when this checkout's fit cannot take a proposer yet.
+(``conceptlearn train-proposer``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import shlex
 import sys
@@ -33,7 +32,7 @@ import numpy as np
 
 from conceptlearn.datasets.omniglot import OmniglotImages, OmniglotStrokes, parse_key
 from conceptlearn.evaluate import bootstrap_ci, write_atomic
-from conceptlearn.inference.config import BPLConfig, preset
+from conceptlearn.inference.config import preset
 from conceptlearn.inference.fit import parse_images
 from conceptlearn.inference.parse_quality import MAX_DISTANCE, parse_quality
 from conceptlearn.overrides import parse_key_values
@@ -80,36 +79,24 @@ def select_drawings(
     return sorted(chosen[:n_drawings])
 
 
-def proposer_setup(mode: str, checkpoint: str | None) -> tuple[dict, dict]:
-    """The config overrides and the extra ``parse_images`` keywords of ``--mode``; exits with a
-    message naming what is missing when the learned proposer is not available.
-
-    The proposer reaches the parse as a ``proposer`` config field (the checkpoint folder) where
-    the config has one, else as a ``parse_images(proposer=load_proposer(checkpoint))`` keyword."""
+def proposer_overrides(mode: str, checkpoint: str | None) -> dict:
+    """The config overrides of ``--mode`` (the learned proposer is the ``proposer`` config
+    field); exits with a message naming the flag when the checkpoint is missing or bad."""
     if mode == "walks":
         if checkpoint is not None:
             raise SystemExit("--proposer is used only with --mode proposer or both")
-        return {}, {}
+        return {}
     if checkpoint is None:
         raise SystemExit(f"--mode {mode} needs --proposer CKPT (a learned proposer checkpoint)")
     if not Path(checkpoint).exists():
         raise SystemExit(f"--proposer {checkpoint} does not exist")
+    from conceptlearn.inference.recognition import load_proposer
+
     try:
-        from conceptlearn.inference.recognition import load_proposer
-    except ImportError as err:
-        raise SystemExit(f"--mode {mode}: cannot import load_proposer from "
-                         f"conceptlearn.inference.recognition ({err})") from err
-    try:
-        proposer = load_proposer(checkpoint)  # fails here, before any parse, on a bad folder
+        load_proposer(checkpoint)  # fails here, before any parse, on a bad folder
     except (OSError, ValueError) as err:
         raise SystemExit(f"--proposer {checkpoint}: {err}") from err
-    overrides = dict(MODE_OVERRIDES[mode])
-    if "proposer" in {f.name for f in dataclasses.fields(BPLConfig)}:
-        return {**overrides, "proposer": checkpoint}, {}
-    if "proposer" not in inspect.signature(parse_images).parameters:
-        raise SystemExit(f"--mode {mode}: neither the config nor parse_images takes a proposer "
-                         "yet (conceptlearn.inference.config, conceptlearn.inference.fit)")
-    return overrides, {"proposer": proposer}
+    return {**MODE_OVERRIDES[mode], "proposer": checkpoint}
 
 
 def summarise(rows: list[dict], max_strokes: int) -> dict:
@@ -140,9 +127,9 @@ def summarise(rows: list[dict], max_strokes: int) -> dict:
     }
 
 
-def score_chunk(keys, images, strokes, cfg, library, seed, parse_kwargs) -> list[dict]:
+def score_chunk(keys, images, strokes, cfg, library, seed) -> list[dict]:
     """Parse the images of ``keys`` and score each best parse against its strokes."""
-    parse = parse_images(images.images(keys), cfg, seed=seed, library=library, **parse_kwargs)
+    parse = parse_images(images.images(keys), cfg, seed=seed, library=library)
     points = np.asarray(parse.points[:, 0])  # (n, S, P, 2), the best parse of each image
     mask = np.asarray(parse.mask[:, 0]) & np.isfinite(np.asarray(parse.log_post[:, 0]))[:, None, None]
     rows = []
@@ -184,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.chunk < 1:
         parser.error(f"--chunk must be >= 1, got {args.chunk}")
-    mode_overrides, parse_kwargs = proposer_setup(args.mode, args.proposer)
+    mode_overrides = proposer_overrides(args.mode, args.proposer)
     try:
         overrides = {**mode_overrides, **parse_key_values(args.overrides)}
         cfg = preset(quick=args.quick, overrides=overrides)
@@ -241,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     for start in range(0, len(todo), args.chunk):
         part = todo[start : start + args.chunk]
         tic = time.perf_counter()
-        rows += score_chunk(part, images, strokes, cfg, library, args.seed, parse_kwargs)
+        rows += score_chunk(part, images, strokes, cfg, library, args.seed)
         seconds += time.perf_counter() - tic
         results = write()
         print(f"{len(rows)}/{len(keys)} drawings scored", file=sys.stderr, flush=True)
