@@ -80,12 +80,12 @@ class ProposerConfig:
 class ProposerTrainConfig:
     """Training: steps, batch, optimiser, data mix and augmentation."""
 
-    steps: int = 4000
+    steps: int = 10000
     batch: int = 64
     lr: float = 1e-3
     warmup: int = 200
     model_share: float = 0.5  # share of each batch drawn from generative-model samples
-    n_model_samples: int = 20000  # size of the pool of model samples
+    n_model_samples: int = 4000  # size of the pool of model samples
     scale_sd: float = 0.1  # log scale of the random affine applied before rendering
     rotate_sd: float = 0.1  # rad
     shear_sd: float = 0.05
@@ -99,8 +99,8 @@ class ProposerTrainConfig:
 
 
 PRESETS: dict[str, ProposerTrainConfig] = {
-    "cpu": ProposerTrainConfig(steps=3000, n_model_samples=4000),  # ~20 min on 2 CPU cores
-    "gpu": ProposerTrainConfig(steps=40000, batch=256, n_model_samples=200000),
+    "cpu": ProposerTrainConfig(),  # 18 min of steps + 2 of model samples on 2 CPU cores
+    "gpu": ProposerTrainConfig(steps=40000, batch=256, n_model_samples=50000),  # not yet run
     "tiny": ProposerTrainConfig(steps=30, batch=8, n_model_samples=64, warmup=5, ckpt_every=10),
 }
 
