@@ -10,6 +10,7 @@ processes) gives the same predictions as one process.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import multiprocessing
 import os
@@ -254,8 +255,18 @@ def make_pool(workers: int) -> ProcessPoolExecutor:
     )
 
 
+def release_contenders() -> None:
+    """Forget this process's contenders and every program jax compiled for them (the persistent
+    compilation cache keeps them on disk), so that a process that serves one config after
+    another holds one config's programs at a time: a compare worker used to grow to 7.8 GB."""
+    _WORKER.clear()
+    jax.clear_caches()
+    gc.collect()
+
+
 def _worker_run(setup: bytes, run: Run, index: int, seed: int, shift, ks, shift_support) -> dict:
     if setup not in _WORKER:
+        release_contenders()
         _WORKER[setup] = pickle.loads(setup)()
     contender, source = _WORKER[setup]
     return evaluate_run_ks(contender, run, source, index, seed, shift, ks, shift_support)

@@ -294,6 +294,39 @@ def test_presets_plan_every_experiment(preset, tmp_path, omniglot_root):
     )  # the ladder ends at the preset
 
 
+def test_a_configs_jobs_come_together_and_a_new_config_releases_the_old(
+    tmp_path, omniglot_root, monkeypatch
+):
+    """Each (model, options) config's jobs are contiguous in the plan, so a process releases a
+    config's contenders and compiled programs once, when the next config starts."""
+    plan = compare.make_plan(
+        out=tmp_path, preset="standard", models=["bpl", "mhd"], data=omniglot_root
+    )
+    configs = [(j.model, j.options) for j in plan.jobs]
+    starts = [c for i, c in enumerate(configs) if i == 0 or configs[i - 1] != c]
+    assert len(starts) == len(set(configs))  # no config comes back after another
+    released = []
+    monkeypatch.setattr(compare, "release_contenders", lambda: released.append(True))
+    monkeypatch.setattr(compare, "_CURRENT_CONFIG", [])
+    for model, options in configs:
+        compare.use_config(model, options)
+    assert len(released) == len(set(configs)) - 1
+
+
+def test_release_contenders_forgets_compiled_programs():
+    import jax
+    import jax.numpy as jnp
+
+    from conceptlearn import evaluate
+
+    square = jax.jit(lambda x: x * x)
+    square(jnp.ones(3))
+    assert square._cache_size() == 1
+    evaluate._WORKER[b"setup"] = (None, None)
+    evaluate.release_contenders()
+    assert square._cache_size() == 0 and not evaluate._WORKER
+
+
 def test_cell_files_change_with_the_config_and_the_library(tmp_path, omniglot_root):
     library = tmp_path / "lib.npz"
     shutil.copy(default_library_path(), library)

@@ -44,6 +44,7 @@ from conceptlearn.evaluate import (
     evaluate_contender,
     first_shots,
     make_pool,
+    release_contenders,
     sweep_outputs,
     sweep_spec,
     versions,
@@ -335,13 +336,14 @@ def make_plan(
             **common,
         )
 
+    # Model by model, each config's jobs together: a process drops what it compiled for one
+    # contender config when it meets the next (evaluate.release_contenders), so it holds one
+    # config's programs at a time and compiles each config once.
     jobs: list[Job] = []
     for m in models:
         jobs.append(Job("sample_efficiency", m, "default", options(m), ks, None, n_runs))
-    for spec in shift_specs:
-        for m in models:
+        for spec in shift_specs:
             jobs.append(Job("shift", m, "default", options(m), None, spec, shift_runs))
-    for m in models:
         if m == "bpl":
             ladder = [(name, options(m, o, parse_cache=None)) for name, o in p.anytime]
         elif m == "vit":
@@ -389,8 +391,22 @@ def image_source(runs_spec: str, data) -> object:
 
 
 def _setup(model: str, options: tuple, runs_spec: str, data) -> tuple[Contender, object]:
-    """A worker's contender and image source (module level, so that it pickles)."""
+    """A worker's contender and image source (module level, so that it pickles); the worker
+    has just released its previous config (:func:`conceptlearn.evaluate.release_contenders`)."""
+    contender_for.cache_clear()
     return contender_for(model, options), image_source(runs_spec, data)
+
+
+_CURRENT_CONFIG: list[tuple[str, tuple]] = []  # the (model, options) this process runs now
+
+
+def use_config(model: str, options: tuple) -> None:
+    """Before a job of ``(model, options)``: a new config releases the previous one's
+    contenders and compiled programs in this process (jobs of one config come together)."""
+    if _CURRENT_CONFIG and _CURRENT_CONFIG[0] != (model, options):
+        contender_for.cache_clear()
+        release_contenders()
+    _CURRENT_CONFIG[:] = [(model, options)]
 
 
 @functools.lru_cache(maxsize=256)
@@ -561,6 +577,7 @@ def evaluate_job(
     resuming the runs already there. ``pool``: processes for its runs (:func:`make_pool`);
     ``source``: the run set's images (default: :func:`image_source`)."""
     runs, spec = job_runs(plan, job)
+    use_config(job.model, job.options)
     evaluate_contender(
         contender_for(job.model, job.options),
         runs,
