@@ -38,6 +38,12 @@ def line(start, end, n: int = 8) -> np.ndarray:
     return np.linspace(np.asarray(start, float), np.asarray(end, float), n)
 
 
+def drawn(points, exists) -> np.ndarray:
+    """A stroke set ``f32 (S, P, 2)``, ``bool (S,)`` inked and thresholded: ``bool (105, 105)``."""
+    mask = jnp.broadcast_to(jnp.asarray(exists)[:, None], points.shape[:2])
+    return np.asarray(render(jnp.asarray(points), mask)) > 0.5
+
+
 def easy_sets(cfg: rec.ProposerConfig = SMALL) -> rec.StrokeSets:
     """Four drawings of one or two straight strokes."""
     drawings = [
@@ -206,15 +212,7 @@ def test_learned_proposals_join_the_walks_and_easy_strokes_are_recovered(tmp_pat
     )
     truth = [line((30, 30), (80, 30), 16), line((30, 70), (80, 75), 16)]
     points, exists = rec.stroke_set(truth, 6, 16)
-    image = (
-        np.asarray(
-            render(
-                jnp.asarray(points),
-                jnp.broadcast_to(jnp.asarray(exists)[:, None], points.shape[:2]),
-            )
-        )
-        > 0.5
-    )
+    image = drawn(points, exists)
     both = dataclasses.replace(
         preset(quick=True), proposer=str(tmp_path / "p"), proposer_candidates=2
     )
@@ -229,15 +227,7 @@ def test_candidates_snap_to_the_skeleton():
     """A slot 3 px beside a drawn line is moved onto the line, evenly spaced."""
     truth = line((20, 50), (85, 50), 8)
     points, exists = rec.stroke_set([truth], 3, 8)
-    image = (
-        np.asarray(
-            render(
-                jnp.asarray(points),
-                jnp.broadcast_to(jnp.asarray(exists)[:, None], points.shape[:2]),
-            )
-        )
-        > 0.5
-    )
+    image = drawn(points, exists)
     slot_points = np.zeros((3, 8, 2), np.float32)
     slot_points[0] = line((22, 53), (83, 53), 8)
     slots = rec.Slots(slot_points, np.array([5.0, -5.0, -5.0]), np.full(3, -1.0), np.zeros(3))

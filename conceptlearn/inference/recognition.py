@@ -55,6 +55,7 @@ from conceptlearn.baselines.vit.checkpoint import (
     flatten_tree,
     read_npz,
     unflatten_like,
+    write_folder,
     write_npz,
 )
 from conceptlearn.inference.proposals import _resample
@@ -299,12 +300,7 @@ def save_proposer(
     folder: str | os.PathLike, cfg: ProposerConfig, params: nnx.State, meta: dict[str, Any]
 ) -> None:
     """Write ``folder/params.npz`` and ``folder/config.json`` (atomically)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_npz(folder / "params.npz", flatten_tree(params))
-    tmp = folder / "config.json.tmp"
-    tmp.write_text(json.dumps({"model": dataclasses.asdict(cfg), **meta}, indent=1))
-    os.replace(tmp, folder / "config.json")
+    write_folder(folder, params, {"model": dataclasses.asdict(cfg), **meta})
 
 
 def read_proposer_config(folder: str | os.PathLike) -> tuple[ProposerConfig, dict[str, Any]]:

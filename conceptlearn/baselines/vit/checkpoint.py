@@ -85,12 +85,18 @@ def save_checkpoint(
     folder: str | os.PathLike, cfg: ViTConfig, params: nnx.State, meta: dict[str, Any]
 ) -> None:
     """Write ``folder/params.npz`` (classifier parameters) and ``folder/config.json``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_npz(folder / "params.npz", flatten_tree(params))
     n_classes = int(np.shape(params["head"]["weight"][...])[0])
     head = "cosine" if "log_scale" in params["head"] else "linear"
     config = {"model": dataclasses.asdict(cfg), "n_classes": n_classes, "head": head, **meta}
+    write_folder(folder, params, config)
+
+
+def write_folder(folder: str | os.PathLike, params, config: dict[str, Any]) -> None:
+    """Write a checkpoint folder: ``params.npz`` (the flat parameter pytree) and
+    ``config.json``, each atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_npz(folder / "params.npz", flatten_tree(params))
     tmp = folder / "config.json.tmp"
     tmp.write_text(json.dumps(config, indent=1))
     os.replace(tmp, folder / "config.json")
