@@ -258,7 +258,7 @@ def make_pool(workers: int) -> ProcessPoolExecutor:
 def release_contenders() -> None:
     """Forget this process's contenders and every program jax compiled for them (the persistent
     compilation cache keeps them on disk), so that a process that serves one config after
-    another holds one config's programs at a time: a compare worker used to grow to 7.8 GB."""
+    another holds one config's programs at a time."""
     _WORKER.clear()
     jax.clear_caches()
     gc.collect()
