@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # 2.3 min on the 2-core box: the largest share of the fast suite
 def test_bench_gpu_smoke_prints_one_json_line_on_the_cpu(omniglot_root, tmp_path):
     env = {**os.environ, "CONCEPTLEARN_DATA": str(omniglot_root), "JAX_PLATFORMS": "cpu"}
     bindir = str(Path(sys.executable).parent)  # the `conceptlearn` entry point beside python
