@@ -74,6 +74,13 @@ def _neighbours(skel: np.ndarray) -> dict[tuple[int, int], list[tuple[int, int]]
     return nbrs
 
 
+def thin(image: np.ndarray) -> np.ndarray:
+    """The one-pixel skeleton ``bool (H, W)`` of ``image bool (H, W)`` (closed first, so that
+    a one-pixel gap in a stroke does not split it)."""
+    image = np.asarray(image, dtype=bool)
+    return skeletonize(ndimage.binary_closing(image, iterations=1) | image)
+
+
 def skeleton_graph(
     image: np.ndarray, *, spur_length: float = 5.0, merge_length: float = 4.0
 ) -> Graph:
@@ -83,8 +90,7 @@ def skeleton_graph(
     and junctions joined by an edge shorter than ``merge_length`` px are merged; both are
     artefacts of thinning thick ink.
     """
-    image = np.asarray(image, dtype=bool)
-    skel = skeletonize(ndimage.binary_closing(image, iterations=1) | image)
+    skel = thin(image)
     nbrs = _neighbours(skel)
     degree = {p: len(n) for p, n in nbrs.items()}
 

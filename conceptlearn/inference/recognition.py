@@ -48,7 +48,6 @@ import numpy as np
 import optax
 from flax import nnx
 from scipy import ndimage
-from skimage.morphology import skeletonize
 
 from conceptlearn.baselines.vit.checkpoint import (
     CheckpointError,
@@ -58,7 +57,7 @@ from conceptlearn.baselines.vit.checkpoint import (
     write_folder,
     write_npz,
 )
-from conceptlearn.inference.proposals import _resample
+from conceptlearn.inference.proposals import _resample, thin
 from conceptlearn.model.image import coarse_target
 from conceptlearn.model.render import DEFAULT_INK, IMAGE_SIZE, InkParams, render
 
@@ -358,7 +357,7 @@ def train_proposer(
         optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=1e-4)
     )
     opt_state = optimiser.init(params)
-    start, curve, running = 0, [], None
+    start, curve, running, seconds_before = 0, [], None, 0.0
     state_file = out / "train_state.npz"
     if state_file.exists() and (out / "config.json").exists():
         _, config = read_proposer_config(out)
@@ -371,6 +370,7 @@ def train_proposer(
         )
         start, curve = int(config["step"]), list(config.get("loss_curve", []))
         running = curve[-1][1] if curve else None
+        seconds_before = float(config.get("train_seconds", 0.0))
     real_points, real_exists = jnp.asarray(real.points), jnp.asarray(real.exists)
     sample_points, sample_exists = jnp.asarray(samples.points), jnp.asarray(samples.exists)
 
@@ -396,9 +396,6 @@ def train_proposer(
         return optax.apply_updates(params, updates), opt_state, loss
 
     began = time.perf_counter()
-    seconds_before = 0.0
-    if start and (out / "config.json").exists():
-        seconds_before = float(read_proposer_config(out)[1].get("train_seconds", 0.0))
     base_key = jax.random.key(tcfg.seed)
 
     def save(step_done: int) -> dict[str, Any]:
@@ -463,7 +460,7 @@ def snap_to_skeleton(strokes: np.ndarray, image: np.ndarray) -> np.ndarray:
     """Move every point of ``strokes f32 (S, P, 2)`` to the nearest pixel of ``image bool (105,
     105)``'s skeleton (the walks' skeleton), then resample each stroke evenly in arc length:
     the network gives the strokes' number, order and rough course, the ink their place."""
-    skeleton = skeletonize(ndimage.binary_closing(image, iterations=1) | image)
+    skeleton = thin(image)
     if not skeleton.any():
         return strokes
     _, (near_row, near_col) = ndimage.distance_transform_edt(~skeleton, return_indices=True)
