@@ -213,3 +213,25 @@ def test_the_occluder_explains_ink_the_program_lacks():
                         for cfg in (CFG, occluder)]
     assert scores["hidden"][1] > scores["hidden"][0] + 20
     assert abs(scores["whole"][1] - scores["whole"][0]) < 5
+
+
+def test_merge_rounds_only_add_candidates_so_the_best_parse_never_gets_worse():
+    """Merge moves join the strokes of each image's best parse; they are ranked with what was
+    refined before, so the best log posterior can only rise. Here the only proposal of a bar
+    drawn in one movement splits it in the middle, and the merged stroke wins."""
+    import dataclasses
+
+    from conceptlearn.inference.fit import merge_batch, refine_proposals
+
+    arm_a, arm_b = _line([20, 30], [52, 55]), _line([53, 56], [85, 80])
+    image = _image(BAR)
+    points = np.zeros((1, 1, 3, 8, 2), np.float32)
+    mask = np.zeros((1, 1, 3, 8), bool)
+    points[0, 0, :2], mask[0, 0, :2] = [arm_a, arm_b], True
+    proposals = [points, mask, np.ones((1, 1), bool)]
+    cfg = dataclasses.replace(CFG, merge_moves=2)
+    plain = refine_proposals(proposals, image[None], cfg)
+    assert merge_batch(plain, cfg)[2].any()
+    merged = refine_proposals(proposals, image[None], dataclasses.replace(cfg, merge_rounds=1))
+    assert float(merged.log_post[0, 0]) > float(plain.log_post[0, 0])
+    assert int(np.asarray(merged.mask[0, 0]).any(-1).sum()) == 1

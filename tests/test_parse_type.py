@@ -89,3 +89,23 @@ def test_batched_parses_with_dots_and_padding_are_finite_and_uniform_lesion_diff
     assert not np.allclose(learned, uniform)
     # one parse alone gives the same value as inside the batch
     np.testing.assert_allclose(float(parse_type_log_prob(LIB, *parses[1])), learned[1], rtol=1e-5)
+
+
+def test_a_zigzag_of_five_sub_strokes_needs_more_than_three_pieces():
+    """A stroke that turns sharply four times fits five sub-strokes; cut into at most three its
+    spline residual costs many nats, so ``max_pieces`` up to the library's ``MAX_SUBSTROKES``
+    lets log P(type) score such a stroke as the library would (not as split strokes). The
+    shipped library's straight primitives make five pieces cheap (the toy library's do not)."""
+    from conceptlearn.model.type_prior import parse_type_log_probs
+    from conceptlearn.shipped import default_library_path, resolve_library
+
+    library = resolve_library(default_library_path())
+
+    corners = np.array([[20.0, 20], [35, 80], [50, 20], [65, 80], [80, 20], [95, 80]])
+    t = np.linspace(0.0, 1.0, 8)[:-1, None]
+    pieces = [a + t * (b - a) for a, b in zip(corners[:-1], corners[1:], strict=True)]
+    zigzag = np.concatenate(pieces + [corners[-1:]])
+    points, mask = _parse([zigzag])
+    three = float(parse_type_log_probs(library, points[None], mask[None], max_pieces=3)[0])
+    six = float(parse_type_log_probs(library, points[None], mask[None], max_pieces=6)[0])
+    assert six > three + 100.0

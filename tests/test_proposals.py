@@ -86,3 +86,41 @@ def test_dot_and_seed_determinism():
 def test_rejects_bad_shape():
     with pytest.raises(ValueError, match="2-D"):
         propose(np.zeros((2, 105, 105), bool))
+
+
+def _slots(strokes: list[np.ndarray], n_slots: int = 5, n_points: int = 16):
+    points = np.zeros((n_slots, n_points, 2), np.float32)
+    mask = np.zeros((n_slots, n_points), bool)
+    for s, path in enumerate(strokes):
+        t = np.linspace(0.0, 1.0, n_points)[:, None]
+        points[s], mask[s] = (1 - t) * path[0] + t * path[1], True
+    return points, mask
+
+
+def test_merge_moves_join_strokes_whose_ends_meet():
+    """A V split at its tip becomes one stroke running through the tip; a crossing cut into four
+    arms at its centre becomes two straight strokes when every merge is taken (the last move);
+    strokes far apart give no move."""
+    from conceptlearn.inference.proposals import merge_moves
+
+    v = [np.array([[20.0, 20], [40, 80]]), np.array([[60.0, 20], [41, 81]])]
+    points, mask, valid = merge_moves(*_slots(v), n_moves=3)
+    assert valid.tolist() == [True, False, False]
+    assert mask[0].any(-1).sum() == 1
+    path = points[0, 0][mask[0, 0]]
+    ends = {tuple(np.round(path[0])), tuple(np.round(path[-1]))}
+    assert ends == {(20.0, 20.0), (60.0, 20.0)}
+    assert min(np.linalg.norm(path - [40.5, 80.5], axis=1)) < 4.0  # through the tip
+
+    centre = np.array([50.0, 50.0])
+    arms = [np.array([centre + d, centre + 30 * np.asarray(d)]) for d in ([1, 0], [-1, 0], [0, 1], [0, -1])]
+    points, mask, valid = merge_moves(*_slots(arms), n_moves=4)
+    greedy = np.nonzero(valid)[0][-1]
+    assert mask[greedy].any(-1).sum() == 2
+    for s in range(2):
+        stroke = points[greedy, s]
+        span = np.abs(stroke[-1] - stroke[0])
+        assert span.max() > 55 and span.min() < 1  # a straight bar across the centre
+
+    far = [np.array([[10.0, 10], [30, 10]]), np.array([[70.0, 70], [90, 90]])]
+    assert not merge_moves(*_slots(far), n_moves=3)[2].any()

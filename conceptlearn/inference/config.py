@@ -36,6 +36,10 @@ PARSE_FIELDS = (
     "smooth_sigma",
     "stroke_cost",
     "type_prior",
+    "type_max_pieces",
+    "merge_rounds",
+    "merge_moves",
+    "merge_radius",
 )
 
 
@@ -49,6 +53,11 @@ class FitConfig:
     max_strokes: int = 6  # strokes per parse (longest kept)
     n_points: int = 16  # trajectory points per stroke (10 cut long strokes into chords)
     n_parses: int = 2  # K best parses kept per image
+    merge_rounds: int = 0  # rounds of merge moves on each image's best parse (join two strokes
+    # whose ends meet: proposals.merge_moves), refined and ranked with the walks
+    merge_moves: int = 4  # merged parses per image per round (the cheapest single merges, then
+    # all merges at once)
+    merge_radius: float = 5.0  # px: the largest gap between the ends that a merge joins
     parse_steps: int = 10  # Adam steps when refining a proposal
     parse_coarse_steps: int = 6  # of which at half resolution
     parse_lr: float = 0.3  # px per step
@@ -76,8 +85,12 @@ class FitConfig:
     smooth_sigma: float = 2.0  # px: std of a trajectory's second differences (stand-in prior)
     stroke_cost: float = 20.0  # nats per stroke (stand-in prior)
     type_prior: bool = True  # weigh parses by log P(type) under the library (else stand-in)
+    type_max_pieces: int = 3  # sub-strokes a parse's stroke may be cut into when scoring its
+    # type (model.type_prior.stroke_log_prob; the library allows up to MAX_SUBSTROKES)
     learned_noise: bool = True  # token sigmas from the library where it has them (learned_noise())
     motor_sigma: float = 0.7  # px: std of the motor noise at each point (token prior)
+    motor_length: float = 0.0  # trajectory points, > 0: the motor noise is smooth along a
+    # stroke, correlated over about this many points (model.token.motor_factor); 0: independent
     stroke_sigma: float = 5.0  # px: std of each stroke's shift (token prior)
     attach_sigma: float = 0.0  # px, > 0: a stroke starting on an earlier stroke's ink shifts
     # with it, plus its own shift of this std (model.token.stroke_parents); 0: all independent

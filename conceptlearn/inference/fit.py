@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from conceptlearn.inference.config import FitConfig
-from conceptlearn.inference.proposals import propose
+from conceptlearn.inference.proposals import merge_moves, propose
 from conceptlearn.model.image import (
     coarse_target,
     level_log_likelihood,
@@ -43,6 +43,7 @@ from conceptlearn.model.token import (
 )
 from conceptlearn.model.token import (
     centre_of_mass,
+    smooth_along_strokes,
     token_ink,
     token_log_prior,
     token_parents,
@@ -185,7 +186,7 @@ def rank_batch(points, mask, log_lik, log_prior, library, cfg: FitConfig) -> Par
 
     def one(p, m, ll, lp):
         if library is not None:
-            lp = parse_type_log_probs(library, p, m)
+            lp = parse_type_log_probs(library, p, m, cfg.type_max_pieces)
         return top_k(p, m, ll + lp, cfg.n_parses)
 
     return jax.vmap(one)(points, mask, log_lik, log_prior)
@@ -268,26 +269,23 @@ def slot_order(slots: np.ndarray, max_strokes: int, chunk: int) -> tuple[np.ndar
     return np.concatenate([order, np.full(total - len(order), order[0])]), rounded
 
 
-def refine_proposals(proposals: list[np.ndarray], images: np.ndarray, cfg: FitConfig,
-                     library=None) -> Parse:
-    """Refine every valid proposal of a batch of images and keep each image's best:
-    ``proposals`` from :func:`propose_batch`, ``images bool (N, 105, 105)`` -> :class:`Parse`
-    with leading axis ``N``.
+def refine_valid(proposals: list[np.ndarray], images: np.ndarray, cfg: FitConfig):
+    """Refine every valid proposal of a batch of images: ``proposals`` from
+    :func:`propose_batch`, ``images bool (N, 105, 105)`` -> ``(points f32 (N, C, S, P, 2),
+    log_lik f32 (N, C), log_prior f32 (N, C))`` (``-inf`` log-likelihoods where not valid).
 
     The valid proposals of all images are refined together (:func:`refine_chunk`), in chunks
     of a fixed size, grouped by the stroke slots they use and cut to them (rounded up to one of
     :func:`slot_sizes`): a fit costs about linearly in its slots, and most proposals use half
     of them or fewer. Every proposal goes through the program of its own slot size and chunk
-    size, so its refinement does not depend on the rest of the batch. Then :func:`rank_batch`
-    ranks each image's proposals, over fixed-size chunks of images."""
+    size, so its refinement does not depend on the rest of the batch."""
     points, mask, valid = proposals
     n, n_cand = valid.shape
     image_of, cand_of = np.nonzero(valid)
-    m = len(image_of)
     log_lik = np.full((n, n_cand), -np.inf, np.float32)
     log_prior = np.zeros((n, n_cand), np.float32)
     refined = np.array(points, np.float32)
-    if m:
+    if len(image_of):
         chunk = _proposal_chunk()
         slots = round_slots(strokes_used(mask[image_of, cand_of]), mask.shape[2])
         for size in slot_sizes(mask.shape[2]):  # one compiled shape per slot size, whatever the batch holds
@@ -300,19 +298,61 @@ def refine_proposals(proposals: list[np.ndarray], images: np.ndarray, cfg: FitCo
                 i, c, n_part = i[: len(part)], c[: len(part)], len(part)
                 refined[i, c, :size] = np.asarray(pts)[:n_part]
                 log_lik[i, c], log_prior[i, c] = np.asarray(ll)[:n_part], np.asarray(lp)[:n_part]
+    return refined, log_lik, log_prior
+
+
+def rank_refined(refined, mask, log_lik, log_prior, cfg: FitConfig, library=None) -> Parse:
+    """:func:`rank_batch` over fixed-size chunks of images: arrays of :func:`refine_valid`
+    (leading axes ``(N, C)``) -> :class:`Parse` with leading axis ``N``."""
     library = library if cfg.type_prior else None
+    n = len(refined)
     chunk = min(_parse_chunk(), -(-n // 8) * 8)
     pad = -(-n // chunk) * chunk - n
 
     def padded(x):
         return np.concatenate([x, np.repeat(x[:1], pad, 0)])
 
-    arrays = [padded(x) for x in (refined, np.asarray(mask), log_lik, log_prior)]
+    arrays = [padded(np.asarray(x)) for x in (refined, mask, log_lik, log_prior)]
     parses = [
         rank_batch(*(x[i : i + chunk] for x in arrays), library, cfg)
         for i in range(0, n + pad, chunk)
     ]
     return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n], *parses)
+
+
+def merge_batch(parse: Parse, cfg: FitConfig) -> list[np.ndarray]:
+    """Merge moves (:func:`~conceptlearn.inference.proposals.merge_moves`) on each image's best
+    parse, stacked like :func:`propose_batch`'s proposals: ``(N, cfg.merge_moves, S, P, ...)``."""
+    best_points, best_mask = np.asarray(parse.points[:, 0]), np.asarray(parse.mask[:, 0])
+    moves = [
+        merge_moves(p, m, n_moves=cfg.merge_moves, radius=cfg.merge_radius)
+        for p, m in zip(best_points, best_mask, strict=True)
+    ]
+    return [np.stack(x) for x in zip(*moves, strict=True)]
+
+
+def refine_proposals(proposals: list[np.ndarray], images: np.ndarray, cfg: FitConfig,
+                     library=None) -> Parse:
+    """Refine every valid proposal of a batch of images (:func:`refine_valid`) and keep each
+    image's best (:func:`rank_refined`): ``proposals`` from :func:`propose_batch`, ``images bool
+    (N, 105, 105)`` -> :class:`Parse` with leading axis ``N``. Each of ``cfg.merge_rounds``
+    rounds then refines merge moves on every image's best parse (:func:`merge_batch`) and ranks
+    them with everything refined before."""
+    mask = proposals[1]
+    refined, log_lik, log_prior = refine_valid(proposals, images, cfg)
+    parse = rank_refined(refined, mask, log_lik, log_prior, cfg, library)
+    for _ in range(cfg.merge_rounds):
+        moves = merge_batch(parse, cfg)
+        if not moves[2].any():
+            break
+        more = refine_valid(moves, images, cfg)
+        refined, mask, log_lik, log_prior = (
+            np.concatenate([a, b], axis=1)
+            for a, b in zip((refined, mask, log_lik, log_prior), (more[0], moves[1], *more[1:]),
+                            strict=True)
+        )
+        parse = rank_refined(refined, mask, log_lik, log_prior, cfg, library)
+    return parse
 
 
 def parse_images(images: np.ndarray, cfg: FitConfig, seed: int = 0, library=None) -> Parse:
@@ -401,6 +441,7 @@ def fit_token(
 
     def unpack(u: Token) -> Token:
         return u._replace(
+            motor=smooth_along_strokes(u.motor, cfg),  # steps in white noise when it is smooth
             log_scale=u.log_scale / _SCALE_PX,
             log_width=u.log_width / _WIDTH_PX,
             rotation=u.rotation / _SCALE_PX,

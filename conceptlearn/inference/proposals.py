@@ -396,3 +396,77 @@ def propose(
         valid[c] = True
         cost[c] = cst + len(dots)
     return Proposals(points=points, mask=mask, valid=valid, cost=cost)
+
+
+# ------------------------------------------------------------ merge moves on a parse
+# The walks split a stroke wherever the skeleton has a junction they will not turn through: a
+# sharp corner drawn in one movement (its tip leaves a spur), or a crossing that thinning
+# breaks into two junctions. A merge move joins two strokes of a refined parse whose ends meet
+# into one stroke, so that refinement and log P(type) can judge the drawer's parse against the
+# split one.
+
+
+def _joins(strokes: list[np.ndarray], radius: float) -> list[tuple[float, int, int, bool, bool]]:
+    """Every pair of strokes (neither a dot) with an end of each within ``radius`` px, as
+    ``(cost, i, j, flip_i, flip_j)``: stroke ``i`` (reversed if ``flip_i``) runs into stroke
+    ``j`` (reversed if ``flip_j``). ``cost`` is the gap in px plus the bend at the joint in
+    px-equivalents (10 px per pi), cheapest first, one entry per pair."""
+    out = []
+    for i in range(len(strokes)):
+        for j in range(i + 1, len(strokes)):
+            a, b = strokes[i], strokes[j]
+            if len(a) < 2 or len(b) < 2:
+                continue
+            best = None
+            for flip_a in (False, True):
+                for flip_b in (False, True):
+                    pa, pb = (a[::-1] if flip_a else a), (b[::-1] if flip_b else b)
+                    gap = float(np.linalg.norm(pa[-1] - pb[0]))
+                    if gap > radius:
+                        continue
+                    turn = np.arccos(np.clip(_direction(pa, True) @ _direction(pb, False), -1, 1))
+                    cost = gap + 10.0 * turn / np.pi
+                    if best is None or cost < best[0]:
+                        best = (cost, i, j, flip_a, flip_b)
+            if best is not None:
+                out.append(best)
+    return sorted(out)
+
+
+def _merge(strokes: list[np.ndarray], join) -> list[np.ndarray]:
+    """``strokes`` with the pair of ``join`` (from :func:`_joins`) made one stroke, in the
+    earlier stroke's place."""
+    _, i, j, flip_i, flip_j = join
+    first = strokes[i][::-1] if flip_i else strokes[i]
+    second = strokes[j][::-1] if flip_j else strokes[j]
+    joined = np.concatenate([first, second])
+    return [joined if k == i else s for k, s in enumerate(strokes) if k != j]
+
+
+def merge_moves(
+    points: np.ndarray, mask: np.ndarray, *, n_moves: int, radius: float = 5.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parses one merge away from a parse ``points f32 (S, P, 2)``, ``mask bool (S, P)``: the
+    ``n_moves - 1`` cheapest single merges (:func:`_joins`) and, last, every merge taken
+    greedily, cheapest first, until no two strokes' ends meet. Returns ``points f32 (n_moves,
+    S, P, 2)``, ``mask bool (n_moves, S, P)``, ``valid bool (n_moves,)``; merged strokes are
+    resampled evenly in arc length to ``P`` points."""
+    S, P = mask.shape
+    out_points = np.zeros((n_moves, S, P, 2), np.float32)
+    out_mask = np.zeros((n_moves, S, P), bool)
+    valid = np.zeros(n_moves, bool)
+    strokes = [np.asarray(points[s][mask[s]], np.float64) for s in range(S) if mask[s].any()]
+    joins = _joins(strokes, radius)
+    if not joins or n_moves < 1:
+        return out_points, out_mask, valid
+    candidates = [_merge(strokes, join) for join in joins[: n_moves - 1]]
+    greedy = strokes
+    while (steps := _joins(greedy, radius)):
+        greedy = _merge(greedy, steps[0])
+    if len(greedy) < len(strokes) - 1 or not candidates:
+        candidates.append(greedy)
+    for c, parse in enumerate(candidates):
+        for s, path in enumerate(parse):
+            out_points[c, s], out_mask[c, s] = _resample(path, P)
+        valid[c] = True
+    return out_points, out_mask, valid

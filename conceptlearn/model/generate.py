@@ -35,7 +35,8 @@ from conceptlearn.model.token import sample_token_noise, token_ink, token_parent
 
 class TokenNoise(NamedTuple):
     """Standard deviations of a parse's token (:func:`~conceptlearn.model.token.token_log_prior`):
-    ``motor_sigma`` px at each point, ``stroke_sigma`` px per stroke (``attach_sigma`` for a
+    ``motor_sigma`` px at each point (smooth along a stroke over ``motor_length`` points when
+    > 0), ``stroke_sigma`` px per stroke (``attach_sigma`` for a
     stroke attached to an earlier one, when > 0), ``scale_sigma`` (log
     scale), ``shift_sigma`` px, ``width_sigma`` (log pen width), ``rotate_sigma`` rad,
     ``shear_sigma``. A pytree of float scalars, so jitted code takes it as data."""
@@ -48,6 +49,7 @@ class TokenNoise(NamedTuple):
     width_sigma: float
     rotate_sigma: float
     shear_sigma: float
+    motor_length: float = 0.0  # points: motor noise correlated along a stroke (> 0)
 
     @classmethod
     def of(cls, cfg) -> TokenNoise:

@@ -236,6 +236,7 @@ def token_ink(token: TrajectoryToken) -> InkParams:
     return InkParams(spread=DEFAULT_INK.spread * w, gain=DEFAULT_INK.gain * w)
 
 
+MOTOR_JITTER = 1e-3  # added to the motor correlation's diagonal (a smooth kernel is near singular)
 ATTACH_RADIUS = 3.0  # px: a stroke starting this close to an earlier stroke's ink is attached
 
 
@@ -296,15 +297,58 @@ def token_parents(points, mask, noise) -> jax.Array:
     return jnp.where(sigma > 0, stroke_parents(points, mask), -1)
 
 
+def motor_factor(noise, n_points: int):
+    """The motor noise's correlation along a stroke, as a lower Cholesky factor ``f32 (P, P)``
+    with unit diagonal scale: with ``noise.motor_length`` ``l > 0`` (trajectory points) the
+    noise of a stroke's points is a Gaussian process, ``cov(i, j) = motor_sigma**2 exp(-(i -
+    j)**2 / (2 l**2))``, so strokes bend smoothly instead of wobbling point by point. Returns
+    None when ``l`` is a static 0 (independent points, the default). A stroke's valid points
+    come first, so the factor's leading block is the factor of their marginal covariance."""
+    length = getattr(noise, "motor_length", 0.0)
+    if isinstance(length, int | float) and length <= 0:
+        return None
+    lag = jnp.arange(n_points, dtype=jnp.float32)
+    safe = jnp.maximum(jnp.asarray(length, jnp.float32), 1e-3)
+    corr = jnp.exp(-0.5 * ((lag[:, None] - lag[None, :]) / safe) ** 2)
+    corr = corr + MOTOR_JITTER * jnp.eye(n_points)
+    factor = jnp.linalg.cholesky(corr) / jnp.sqrt(1.0 + MOTOR_JITTER)
+    return jnp.where(length > 0, factor, jnp.eye(n_points))
+
+
+def smooth_along_strokes(white, noise) -> jax.Array:
+    """``white f32 (S, P, 2)`` correlated along each stroke by :func:`motor_factor` (unchanged
+    when the points are independent)."""
+    factor = motor_factor(noise, white.shape[-2])
+    return white if factor is None else jnp.einsum("pq,sqd->spd", factor, white)
+
+
+def correlate_motor(white, mask, noise) -> jax.Array:
+    """Motor noise ``f32 (S, P, 2)`` px from white noise ``white f32 (S, P, 2)`` (unit sd):
+    ``motor_sigma`` times :func:`motor_factor`'s correlation, zero at masked points."""
+    return jnp.where(mask[..., None], noise.motor_sigma * smooth_along_strokes(white, noise), 0.0)
+
+
+def whiten_motor(motor, mask, noise) -> jax.Array:
+    """The inverse of :func:`correlate_motor` on valid points: ``f32 (S, P, 2)``, zero where
+    masked."""
+    factor = motor_factor(noise, mask.shape[-1])
+    white = motor / noise.motor_sigma
+    if factor is not None:
+        solve = jax.vmap(lambda m: jax.scipy.linalg.solve_triangular(factor, m, lower=True))
+        white = solve(jnp.where(mask[..., None], white, 0.0))
+    return jnp.where(mask[..., None], white, 0.0)
+
+
 def token_log_prior(token: TrajectoryToken, mask, noise, parents=None) -> jax.Array:
     """``log P(token)`` without its normalising constants, ``f32 ()``: independent zero-mean
     Gaussians with the standard deviations of ``noise`` (any object with the ``*_sigma``
-    fields of :class:`conceptlearn.inference.config.FitConfig`). A stroke attached to an
+    fields of :class:`conceptlearn.inference.config.FitConfig`), except that the motor noise is
+    correlated along a stroke when ``noise.motor_length > 0`` (:func:`motor_factor`). A stroke attached to an
     earlier one (``parents int32 (S,)``, :func:`token_parents`; None: none attached) shifts
     with it: its own shift, less its parent's, has sd ``attach_sigma``.
     :func:`sample_token_noise` draws from the same density."""
     parents = jnp.full(mask.shape[0], -1, jnp.int32) if parents is None else parents
-    motor = jnp.sum(jnp.where(mask[..., None], token.motor**2, 0.0)) / noise.motor_sigma**2
+    motor = jnp.sum(whiten_motor(token.motor, mask, noise) ** 2)
     used = jnp.any(mask, -1)[:, None]
     own = own_shifts(token.stroke_shift, parents) / _stroke_sigmas(parents, noise)[:, None]
     jitter = jnp.sum(jnp.where(used, own**2, 0.0))
@@ -328,7 +372,7 @@ def sample_token_noise(noise, mask, *, key: jax.Array, parents=None) -> Trajecto
         log_scale=noise.scale_sigma * jax.random.normal(keys[0], (2,)),
         shift=noise.shift_sigma * jax.random.normal(keys[1], (2,)),
         stroke_shift=jnp.where(used[:, None], resolve_shifts(jnp.where(used[:, None], own, 0.0), parents), 0.0),
-        motor=jnp.where(mask[..., None], noise.motor_sigma * jax.random.normal(keys[3], (S, P, 2)), 0.0),
+        motor=correlate_motor(jax.random.normal(keys[3], (S, P, 2)), mask, noise),
         log_width=noise.width_sigma * jax.random.normal(keys[4], ()),
         rotation=noise.rotate_sigma * jax.random.normal(keys[5], ()),
         shear=noise.shear_sigma * jax.random.normal(keys[6], ()),

@@ -541,11 +541,14 @@ def parse_type_log_prob(
     )
 
 
-@jax.jit
-def parse_type_log_probs(library: Library, points, mask) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("max_pieces",))
+def parse_type_log_probs(library: Library, points, mask, max_pieces: int = 3) -> jax.Array:
     """:func:`parse_type_log_prob` of many parses: ``points f32 (C, S, P, 2)``,
-    ``mask bool (C, S, P)`` -> ``f32 (C,)``."""
-    return jax.vmap(parse_type_log_prob, (None, 0, 0))(library, points, mask)
+    ``mask bool (C, S, P)`` -> ``f32 (C,)``; each stroke split into at most ``max_pieces``
+    sub-strokes."""
+    return jax.vmap(lambda p, m: parse_type_log_prob(library, p, m, max_pieces=max_pieces))(
+        points, mask
+    )
 
 
 def uniform_primitives(library: Library) -> Library:
