@@ -85,8 +85,8 @@ class FitConfig:
     smooth_sigma: float = 2.0  # px: std of a trajectory's second differences (stand-in prior)
     stroke_cost: float = 20.0  # nats per stroke (stand-in prior)
     type_prior: bool = True  # weigh parses by log P(type) under the library (else stand-in)
-    type_max_pieces: int = 3  # sub-strokes a parse's stroke may be cut into when scoring its
-    # type (model.type_prior.stroke_log_prob; the library allows up to MAX_SUBSTROKES)
+    type_max_pieces: int = 6  # sub-strokes a parse's stroke may be cut into when scoring its
+    # type (model.type_prior.stroke_log_prob), as many as the library allows (MAX_SUBSTROKES)
     learned_noise: bool = True  # token sigmas from the library where it has them (learned_noise())
     motor_sigma: float = 0.7  # px: std of the motor noise at each point (token prior)
     motor_length: float = 0.0  # trajectory points, > 0: the motor noise is smooth along a

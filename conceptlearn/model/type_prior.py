@@ -521,7 +521,7 @@ def relation_log_prob(library: Library, points, mask, i: jax.Array) -> jax.Array
 
 @functools.partial(jax.jit, static_argnames=("residual_sigma", "max_pieces"))
 def parse_type_log_prob(
-    library: Library, points, mask, residual_sigma: float = 1.5, max_pieces: int = 3
+    library: Library, points, mask, residual_sigma: float = 1.5, max_pieces: int = MAX_SUBSTROKES
 ) -> jax.Array:
     """``log P(type)`` of one parse ``points f32 (S, P, 2)``, ``mask bool (S, P)`` -> ``f32 ()``
     (see the module docstring). vmap over parses for many."""
@@ -542,7 +542,9 @@ def parse_type_log_prob(
 
 
 @functools.partial(jax.jit, static_argnames=("max_pieces",))
-def parse_type_log_probs(library: Library, points, mask, max_pieces: int = 3) -> jax.Array:
+def parse_type_log_probs(
+    library: Library, points, mask, max_pieces: int = MAX_SUBSTROKES
+) -> jax.Array:
     """:func:`parse_type_log_prob` of many parses: ``points f32 (C, S, P, 2)``,
     ``mask bool (C, S, P)`` -> ``f32 (C,)``; each stroke split into at most ``max_pieces``
     sub-strokes."""
