@@ -231,7 +231,8 @@ def test_merge_rounds_only_add_candidates_so_the_best_parse_never_gets_worse():
     proposals = [points, mask, np.ones((1, 1), bool)]
     cfg = dataclasses.replace(CFG, merge_moves=2)
     plain = refine_proposals(proposals, image[None], cfg)
-    assert merge_batch(plain, cfg)[2].any()
+    assert merge_batch(plain, cfg, np.ones(1, bool))[2].any()
+    assert not merge_batch(plain, cfg, np.zeros(1, bool))[2].any()  # moves already refined
     merged = refine_proposals(proposals, image[None], dataclasses.replace(cfg, merge_rounds=1))
     assert float(merged.log_post[0, 0]) > float(plain.log_post[0, 0])
     assert int(np.asarray(merged.mask[0, 0]).any(-1).sum()) == 1

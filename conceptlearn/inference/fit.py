@@ -320,15 +320,18 @@ def rank_refined(refined, mask, log_lik, log_prior, cfg: FitConfig, library=None
     return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n], *parses)
 
 
-def merge_batch(parse: Parse, cfg: FitConfig) -> list[np.ndarray]:
+def merge_batch(parse: Parse, cfg: FitConfig, fresh: np.ndarray) -> list[np.ndarray]:
     """Merge moves (:func:`~conceptlearn.inference.proposals.merge_moves`) on each image's best
-    parse, stacked like :func:`propose_batch`'s proposals: ``(N, cfg.merge_moves, S, P, ...)``."""
+    parse, stacked like :func:`propose_batch`'s proposals: ``(N, cfg.merge_moves, S, P, ...)``.
+    Only images with ``fresh bool (N,)`` get valid moves (another image's best parse had its
+    moves refined in an earlier round)."""
     best_points, best_mask = np.asarray(parse.points[:, 0]), np.asarray(parse.mask[:, 0])
     moves = [
         merge_moves(p, m, n_moves=cfg.merge_moves, radius=cfg.merge_radius)
         for p, m in zip(best_points, best_mask, strict=True)
     ]
-    return [np.stack(x) for x in zip(*moves, strict=True)]
+    points, mask, valid = (np.stack(x) for x in zip(*moves, strict=True))
+    return [points, mask, valid & fresh[:, None]]
 
 
 def refine_proposals(proposals: list[np.ndarray], images: np.ndarray, cfg: FitConfig,
@@ -336,22 +339,24 @@ def refine_proposals(proposals: list[np.ndarray], images: np.ndarray, cfg: FitCo
     """Refine every valid proposal of a batch of images (:func:`refine_valid`) and keep each
     image's best (:func:`rank_refined`): ``proposals`` from :func:`propose_batch`, ``images bool
     (N, 105, 105)`` -> :class:`Parse` with leading axis ``N``. Each of ``cfg.merge_rounds``
-    rounds then refines merge moves on every image's best parse (:func:`merge_batch`) and ranks
-    them with everything refined before."""
+    rounds then refines merge moves on every image's best parse that is new since the last
+    round (:func:`merge_batch`) and ranks them with everything refined before."""
     mask = proposals[1]
     refined, log_lik, log_prior = refine_valid(proposals, images, cfg)
     parse = rank_refined(refined, mask, log_lik, log_prior, cfg, library)
+    fresh = np.ones(len(images), bool)
     for _ in range(cfg.merge_rounds):
-        moves = merge_batch(parse, cfg)
+        moves = merge_batch(parse, cfg, fresh)
         if not moves[2].any():
             break
-        more = refine_valid(moves, images, cfg)
-        refined, mask, log_lik, log_prior = (
-            np.concatenate([a, b], axis=1)
-            for a, b in zip((refined, mask, log_lik, log_prior), (more[0], moves[1], *more[1:]),
-                            strict=True)
-        )
+        more_points, more_lik, more_prior = refine_valid(moves, images, cfg)
+        refined = np.concatenate([refined, more_points], axis=1)
+        mask = np.concatenate([mask, moves[1]], axis=1)
+        log_lik = np.concatenate([log_lik, more_lik], axis=1)
+        log_prior = np.concatenate([log_prior, more_prior], axis=1)
+        best = np.asarray(parse.points[:, 0])
         parse = rank_refined(refined, mask, log_lik, log_prior, cfg, library)
+        fresh = np.any(np.asarray(parse.points[:, 0]) != best, axis=(1, 2, 3))
     return parse
 
 

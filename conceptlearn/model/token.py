@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.handlers import seed, trace
@@ -302,16 +303,21 @@ def motor_factor(noise, n_points: int):
     with unit diagonal scale: with ``noise.motor_length`` ``l > 0`` (trajectory points) the
     noise of a stroke's points is a Gaussian process, ``cov(i, j) = motor_sigma**2 exp(-(i -
     j)**2 / (2 l**2))``, so strokes bend smoothly instead of wobbling point by point. Returns
-    None when ``l`` is a static 0 (independent points, the default). A stroke's valid points
+    None when ``l`` is a static 0 (independent points, the default). A static ``l`` gives a
+    constant (computed once on the host, not in every refit step). A stroke's valid points
     come first, so the factor's leading block is the factor of their marginal covariance."""
     length = getattr(noise, "motor_length", 0.0)
-    if isinstance(length, int | float) and length <= 0:
+    static = isinstance(length, int | float)
+    if static and length <= 0:
         return None
-    lag = jnp.arange(n_points, dtype=jnp.float32)
-    safe = jnp.maximum(jnp.asarray(length, jnp.float32), 1e-3)
-    corr = jnp.exp(-0.5 * ((lag[:, None] - lag[None, :]) / safe) ** 2)
-    corr = corr + MOTOR_JITTER * jnp.eye(n_points)
-    factor = jnp.linalg.cholesky(corr) / jnp.sqrt(1.0 + MOTOR_JITTER)
+    xp = np if static else jnp
+    lag = xp.arange(n_points, dtype=xp.float32)
+    safe = xp.maximum(xp.asarray(length, xp.float32), 1e-3)
+    corr = xp.exp(-0.5 * ((lag[:, None] - lag[None, :]) / safe) ** 2)
+    corr = corr + MOTOR_JITTER * xp.eye(n_points)
+    factor = xp.linalg.cholesky(corr) / xp.sqrt(1.0 + MOTOR_JITTER)
+    if static:
+        return jnp.asarray(factor, jnp.float32)
     return jnp.where(length > 0, factor, jnp.eye(n_points))
 
 
@@ -332,19 +338,19 @@ def whiten_motor(motor, mask, noise) -> jax.Array:
     """The inverse of :func:`correlate_motor` on valid points: ``f32 (S, P, 2)``, zero where
     masked."""
     factor = motor_factor(noise, mask.shape[-1])
-    white = motor / noise.motor_sigma
-    if factor is not None:
-        solve = jax.vmap(lambda m: jax.scipy.linalg.solve_triangular(factor, m, lower=True))
-        white = solve(jnp.where(mask[..., None], white, 0.0))
-    return jnp.where(mask[..., None], white, 0.0)
+    white = jnp.where(mask[..., None], motor / noise.motor_sigma, 0.0)
+    if factor is None:
+        return white
+    solve = jax.vmap(lambda m: jax.scipy.linalg.solve_triangular(factor, m, lower=True))
+    return jnp.where(mask[..., None], solve(white), 0.0)  # rows past the valid prefix: not noise
 
 
 def token_log_prior(token: TrajectoryToken, mask, noise, parents=None) -> jax.Array:
     """``log P(token)`` without its normalising constants, ``f32 ()``: independent zero-mean
     Gaussians with the standard deviations of ``noise`` (any object with the ``*_sigma``
     fields of :class:`conceptlearn.inference.config.FitConfig`), except that the motor noise is
-    correlated along a stroke when ``noise.motor_length > 0`` (:func:`motor_factor`). A stroke attached to an
-    earlier one (``parents int32 (S,)``, :func:`token_parents`; None: none attached) shifts
+    correlated along a stroke when ``noise.motor_length > 0`` (:func:`motor_factor`). A stroke
+    attached to an earlier one (``parents int32 (S,)``, :func:`token_parents`; None: none attached) shifts
     with it: its own shift, less its parent's, has sd ``attach_sigma``.
     :func:`sample_token_noise` draws from the same density."""
     parents = jnp.full(mask.shape[0], -1, jnp.int32) if parents is None else parents
