@@ -121,6 +121,23 @@ def two_way_score(terms: PairTerms, class_log_weight, query_log_weight, class_lo
     return forward + logsumexp(query_log_weight + terms.backward, axis=-1) - class_log_evidence
 
 
+_two_way_score_jit = jax.jit(two_way_score, static_argnames="two_way")
+
+
+def pair_scores(terms: PairTerms, class_log_weight, query_log_weight, class_log_evidence,
+                two_way: bool = True) -> np.ndarray:
+    """:func:`two_way_score` of ``M`` pairs (terms and weights ``(M, K)``, evidence ``(M,)``) ->
+    ``f32 (M,)``, on the host's arrays padded to the next power of two: an episode's pair count
+    depends on its data, and a new shape would compile (and keep) new programs every episode."""
+    args = [np.asarray(x, np.float32) for x in (*terms, class_log_weight, query_log_weight,
+                                                 class_log_evidence)]
+    m = args[-1].shape[0]
+    padded = max(64, 1 << max(m - 1, 0).bit_length())
+    args = [np.pad(x, [(0, padded - m)] + [(0, 0)] * (x.ndim - 1)) for x in args]
+    forward, backward, *rest = args
+    return np.asarray(_two_way_score_jit(PairTerms(forward, backward), *rest, two_way))[:m]
+
+
 def _mesh() -> Mesh | None:
     devices = jax.local_devices()
     return Mesh(np.asarray(devices), ("pairs",)) if len(devices) > 1 else None
@@ -315,10 +332,10 @@ def score_queries(
         q_images, shot, q_idx, cfg, n_steps=cfg.refit_steps, n_coarse=cfg.refit_coarse_steps,
         two_way=cfg.two_way,
     )
-    per_pair = np.asarray(two_way_score(
-        terms, c_parses.log_weight[shot], q_parses.log_weight[q_idx],
-        state.log_evidence.reshape(-1)[shot], cfg.two_way,
-    ))
+    per_pair = pair_scores(
+        terms, np.asarray(c_parses.log_weight)[shot], np.asarray(q_parses.log_weight)[q_idx],
+        np.asarray(state.log_evidence).reshape(-1)[shot], cfg.two_way,
+    )
     per_shot = np.full((n_query, n_way, k_max), -np.inf, np.float32)
     per_shot[q_idx, c_idx, s_idx] = per_pair
 
