@@ -124,3 +124,16 @@ def test_merge_moves_join_strokes_whose_ends_meet():
 
     far = [np.array([[10.0, 10], [30, 10]]), np.array([[70.0, 70], [90, 90]])]
     assert not merge_moves(*_slots(far), n_moves=3)[2].any()
+
+
+def test_spur_depth_drops_stubs_no_longer_than_the_ink_is_deep():
+    """A 9-px stub off a bar 7 px thick (depth 4 at the junction) survives the fixed 5-px spur
+    rule, goes at spur_depth 3 (limit 12 px) and stays at 2 (8 px)."""
+    image = np.zeros((105, 105), bool)
+    image[50, 20:85] = True
+    image[50:62, 52] = True
+    image = ndimage.binary_dilation(image, iterations=3)
+    edges = {d: len(skeleton_graph(image, spur_depth=d).edges) for d in (0.0, 2.0, 3.0)}
+    assert edges == {0.0: 3, 2.0: 3, 3.0: 1}
+    merged = skeleton_graph(image, spur_depth=3.0).edges[0][2]
+    assert np.ptp(merged[:, 0]) > 55 and np.ptp(merged[:, 1]) < 3  # the bar, spliced whole

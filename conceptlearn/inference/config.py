@@ -20,6 +20,7 @@ from typing import Any
 # Fields that change a parse (proposals, refinement, ranking); the parse cache keys on them.
 PARSE_FIELDS = (
     "max_candidates",
+    "spur_depth",
     "proposer",
     "proposer_candidates",
     "max_strokes",
@@ -48,6 +49,8 @@ class FitConfig:
     """Constants of proposals, refinement and token refits (the operating point)."""
 
     max_candidates: int = 10  # skeleton-walk proposals per image (0: none)
+    spur_depth: float = 0.0  # > 0: the skeleton drops spurs shorter than this many times the
+    # ink's depth at their junction (a thick stroke's sharp corner; proposals.skeleton_graph)
     proposer: str = ""  # a train-proposer checkpoint folder: its proposals join the walks'
     proposer_candidates: int = 0  # learned proposals per image (with ``proposer``)
     max_strokes: int = 6  # strokes per parse (longest kept)

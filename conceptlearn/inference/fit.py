@@ -223,6 +223,7 @@ def propose_batch(images: np.ndarray, cfg: FitConfig, seed: int = 0) -> list[np.
                 max_strokes=cfg.max_strokes,
                 n_points=cfg.n_points,
                 seed=image_seed(im, seed),
+                spur_depth=cfg.spur_depth,
             )
             for im in images
         ]

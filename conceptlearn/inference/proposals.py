@@ -82,13 +82,19 @@ def thin(image: np.ndarray) -> np.ndarray:
 
 
 def skeleton_graph(
-    image: np.ndarray, *, spur_length: float = 5.0, merge_length: float = 4.0
+    image: np.ndarray,
+    *,
+    spur_length: float = 5.0,
+    merge_length: float = 4.0,
+    spur_depth: float = 0.0,
 ) -> Graph:
     """Build the junction/endpoint graph of ``image`` ``bool (H, W)``.
 
-    Spurs (an endpoint edge hanging off a junction, shorter than ``spur_length`` px) are removed
-    and junctions joined by an edge shorter than ``merge_length`` px are merged; both are
-    artefacts of thinning thick ink.
+    Spurs (an endpoint edge hanging off a junction, shorter than ``spur_length`` px, or than
+    ``spur_depth`` times the ink's depth at the junction: its distance to the nearest blank
+    pixel) are removed and junctions joined by an edge shorter than ``merge_length`` px are
+    merged; both are artefacts of thinning thick ink. A sharp corner of a thick stroke thins
+    into a junction with a spur about as long as the ink is deep there.
     """
     skel = thin(image)
     nbrs = _neighbours(skel)
@@ -164,7 +170,8 @@ def skeleton_graph(
         xy[0], xy[-1] = nodes[a], nodes[b]
         paths.append((a, b, xy))
     dots = np.array([(c, r) for (r, c), d in degree.items() if d == 0], np.float64).reshape(-1, 2)
-    nodes, paths = _clean(nodes, paths, spur_length, merge_length)
+    depth = ndimage.distance_transform_edt(image) if spur_depth > 0 else None
+    nodes, paths = _clean(nodes, paths, spur_length, merge_length, depth, spur_depth)
     return Graph(nodes=nodes, edges=tuple(paths), dots=dots)
 
 
@@ -172,9 +179,18 @@ def _length(path: np.ndarray) -> float:
     return float(np.sum(np.linalg.norm(np.diff(path, axis=0), axis=1)))
 
 
-def _clean(nodes, edges, spur_length, merge_length):
-    """Remove spurs, merge close junctions, and splice out degree-2 nodes."""
+def _clean(nodes, edges, spur_length, merge_length, depth=None, spur_depth=0.0):
+    """Remove spurs, merge close junctions, and splice out degree-2 nodes. ``depth``: the ink's
+    distance transform ``(H, W)``, with which a spur shorter than ``spur_depth`` times the depth
+    at its junction goes too."""
     edges = list(edges)
+
+    def spur_limit(junction: int) -> float:
+        if depth is None:
+            return spur_length
+        col, row = np.clip(np.rint(nodes[junction]).astype(int), 0, np.array(depth.shape[::-1]) - 1)
+        return max(spur_length, spur_depth * float(depth[row, col]))
+
     for _ in range(20):
         changed = False
         deg = np.zeros(len(nodes), int)
@@ -183,10 +199,11 @@ def _clean(nodes, edges, spur_length, merge_length):
             deg[b] += 1
         # spurs: endpoint edge at a junction of degree >= 3
         for i, (a, b, p) in enumerate(edges):
+            junction = b if deg[a] == 1 else a
             if (
                 a != b
-                and _length(p) < spur_length
                 and ((deg[a] == 1 and deg[b] >= 3) or (deg[b] == 1 and deg[a] >= 3))
+                and _length(p) < spur_limit(junction)
             ):
                 del edges[i]
                 changed = True
@@ -345,18 +362,20 @@ def propose(
     n_points: int = N_POINTS,
     n_random: int = 24,
     seed: int = 0,
+    spur_depth: float = 0.0,
 ) -> Proposals:
     """Parse candidates of one ``image`` ``bool (H, W)`` (see :class:`Proposals`).
 
     Deterministic walks with turn thresholds 0, 30, 60, 90 and 180 degrees come first, then
     ``n_random`` sampled walks (seeded by ``seed``); duplicates are dropped and the
     ``max_candidates`` lowest-cost candidates kept. A blank image gives one valid candidate: a dot
-    at the centre. Strokes beyond ``max_strokes`` are dropped, shortest first.
+    at the centre. Strokes beyond ``max_strokes`` are dropped, shortest first. ``spur_depth``:
+    see :func:`skeleton_graph`.
     """
     image = np.asarray(image, dtype=bool)
     if image.ndim != 2:
         raise ValueError(f"image must be 2-D (H, W), got shape {image.shape}")
-    graph = skeleton_graph(image)
+    graph = skeleton_graph(image, spur_depth=spur_depth)
     found: dict[tuple, tuple[float, list[np.ndarray]]] = {}
 
     def add(strokes, cost):
