@@ -13,7 +13,14 @@ from scipy import ndimage
 from skimage.draw import line
 
 from conceptlearn.contenders import make_contender
-from conceptlearn.inference.classify import pair_terms, score_pairs
+from conceptlearn.inference.classify import (
+    PairTerms,
+    _two_way_score_jit,
+    pair_scores,
+    pair_terms,
+    score_pairs,
+    two_way_score,
+)
 from conceptlearn.inference.fit import TRACE_COUNT, strokes_used
 from conceptlearn.model.library import save_library, toy_library
 
@@ -156,8 +163,6 @@ def test_pair_scores_match_two_way_score_and_compile_per_power_of_two():
     """Episodes have data-dependent pair counts; the host-side pair scores pad them to powers of
     two, so that a sweep of episodes compiles a handful of programs, not one set per episode (each
     kept in jax's caches: a worker's memory grew by about 30 MB per episode)."""
-    from conceptlearn.inference.classify import PairTerms, _two_way_score_jit, pair_scores, two_way_score
-
     rng = np.random.default_rng(0)
     before = _two_way_score_jit._cache_size()
     for m in (70, 91, 128, 5):
