@@ -1,8 +1,10 @@
 """Every knob of the ``bpl`` contender in one place, and its two presets.
 
 The defaults of :class:`BPLConfig` are the operating point: ``BPLConfig()`` is the ``FULL``
-preset, and ``QUICK`` differs only in keeping 3 classes per query for the two-way refits
-instead of 6 (the others are pruned by a cheap score first; see ``prune_*``).
+preset, and ``QUICK`` differs in keeping 3 classes per query for the two-way refits instead of
+6 (the others are pruned by a cheap score first; see ``prune_*``) and 2 parses per image
+instead of 3 (the third costs the full preset about 18% per episode and buys about 4 of 800
+dev errors: docs/benchmarks.md, session 14).
 Both configs are frozen (hashable) because they are static arguments of the jitted fits.
 
 Resolution: every optimiser run takes its first ``*_coarse_steps`` steps at half resolution
@@ -55,7 +57,7 @@ class FitConfig:
     proposer_candidates: int = 0  # learned proposals per image (with ``proposer``)
     max_strokes: int = 6  # strokes per parse (longest kept)
     n_points: int = 16  # trajectory points per stroke (10 cut long strokes into chords)
-    n_parses: int = 2  # K best parses kept per image
+    n_parses: int = 3  # K best parses kept per image
     merge_rounds: int = 0  # rounds of merge moves on each image's best parse (join two strokes
     # whose ends meet: proposals.merge_moves), refined and ranked with the walks
     merge_moves: int = 4  # merged parses per image per round (the cheapest single merges, then
@@ -134,7 +136,7 @@ def learned_noise(cfg: FitConfig, library) -> FitConfig:
 
 
 FULL = BPLConfig()
-QUICK = dataclasses.replace(FULL, prune_width=3)
+QUICK = dataclasses.replace(FULL, prune_width=3, n_parses=2)
 
 
 def preset(quick: bool = False, overrides: dict[str, Any] | None = None) -> BPLConfig:
