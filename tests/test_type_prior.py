@@ -291,3 +291,16 @@ def test_first_stroke_starts_by_its_own_density(library, types):
 
     assert p_value(library.first_position_weights, 3) > 1e-3
     assert p_value(library.position_weights, 4) < 1e-6
+
+
+def test_marginal_needs_only_the_used_sub_strokes(library, types):
+    """The forward algorithm over the first ``n_sub`` sub-strokes alone (``n_sub - 1`` steps)
+    equals it over the padded ``MAX_SUBSTROKES``: ``stroke_log_prob`` passes only the pieces."""
+    for i in range(8):
+        t = _one(types, i)
+        m = int(t.n_sub[0])
+        np.testing.assert_allclose(
+            stroke_marginal_log_prob(library, t.shapes[0, :m], t.scales[0, :m], t.n_sub[0]),
+            stroke_marginal_log_prob(library, t.shapes[0], t.scales[0], t.n_sub[0]),
+            rtol=1e-6,
+        )

@@ -166,30 +166,33 @@ def top_k(points, mask, log_post, k: int) -> Parse:
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
-def refine_chunk(points, mask, images, cfg: FitConfig):
+def refine_chunk(points, mask, images, cfg: FitConfig, library=None):
     """Refine a chunk of proposals, each against its own image: ``points f32 (M, S, P, 2)``,
     ``mask bool (M, S, P)``, ``images bool (M, 105, 105)`` -> ``(points, log_lik f32 (M,),
-    log_prior f32 (M,))`` (:func:`refine_parse`; the stand-in prior)."""
+    log_prior f32 (M,))`` (:func:`refine_parse`). ``log_prior`` is ``log P(type)`` of the
+    refined parse under ``library`` (:func:`~conceptlearn.model.type_prior.parse_type_log_probs`),
+    or the stand-in prior when it is None."""
     TRACE_COUNT["refine_chunk"] += 1
-    return jax.vmap(refine_parse, in_axes=(0, 0, 0, None))(points, mask, images, cfg)
+    refined, log_lik, log_prior = jax.vmap(refine_parse, in_axes=(0, 0, 0, None))(
+        points, mask, images, cfg
+    )
+    if library is not None:
+        from conceptlearn.model.type_prior import parse_type_log_probs
+
+        log_prior = parse_type_log_probs(library, refined, mask, cfg.type_max_pieces)
+    return refined, log_lik, log_prior
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
-def rank_batch(points, mask, log_lik, log_prior, library, cfg: FitConfig) -> Parse:
-    """The ``cfg.n_parses`` best refined proposals of each image of a batch: ``points f32
-    (N, C, S, P, 2)``, ``mask bool (N, C, S, P)``, ``log_lik f32 (N, C)`` (``-inf``: not a
-    proposal), ``log_prior f32 (N, C)`` (the stand-in prior) -> :class:`Parse` with leading
-    axis ``N``, ranked by ``log P(image | parse) + log P(type)`` under ``library``, or the
-    stand-in prior when it is None."""
+def rank_batch(points, mask, log_lik, log_prior, cfg: FitConfig) -> Parse:
+    """The ``cfg.n_parses`` best refined proposals of each image of a batch by ``log_lik +
+    log_prior``: ``points f32 (N, C, S, P, 2)``, ``mask bool (N, C, S, P)``, ``log_lik f32
+    (N, C)`` (``-inf``: not a proposal), ``log_prior f32 (N, C)`` -> :class:`Parse` with
+    leading axis ``N``."""
     TRACE_COUNT["rank_batch"] += 1
-    from conceptlearn.model.type_prior import parse_type_log_probs
-
-    def one(p, m, ll, lp):
-        if library is not None:
-            lp = parse_type_log_probs(library, p, m, cfg.type_max_pieces)
-        return top_k(p, m, ll + lp, cfg.n_parses)
-
-    return jax.vmap(one)(points, mask, log_lik, log_prior)
+    return jax.vmap(lambda p, m, ll, lp: top_k(p, m, ll + lp, cfg.n_parses))(
+        points, mask, log_lik, log_prior
+    )
 
 
 def image_seed(image: np.ndarray, seed: int) -> int:
@@ -270,10 +273,11 @@ def slot_order(slots: np.ndarray, max_strokes: int, chunk: int) -> tuple[np.ndar
     return np.concatenate([order, np.full(total - len(order), order[0])]), rounded
 
 
-def refine_valid(proposals: list[np.ndarray], images: np.ndarray, cfg: FitConfig):
-    """Refine every valid proposal of a batch of images: ``proposals`` from
+def refine_valid(proposals: list[np.ndarray], images: np.ndarray, cfg: FitConfig, library=None):
+    """Refine every valid proposal of a batch of images and score its type: ``proposals`` from
     :func:`propose_batch`, ``images bool (N, 105, 105)`` -> ``(points f32 (N, C, S, P, 2),
-    log_lik f32 (N, C), log_prior f32 (N, C))`` (``-inf`` log-likelihoods where not valid).
+    log_lik f32 (N, C), log_prior f32 (N, C))`` (``-inf`` log-likelihoods where not valid;
+    ``log_prior`` as :func:`refine_chunk`, under ``library`` when ``cfg.type_prior``).
 
     The valid proposals of all images are refined together (:func:`refine_chunk`), in chunks
     of a fixed size, grouped by the stroke slots they use and cut to them (rounded up to one of
@@ -286,6 +290,7 @@ def refine_valid(proposals: list[np.ndarray], images: np.ndarray, cfg: FitConfig
     log_lik = np.full((n, n_cand), -np.inf, np.float32)
     log_prior = np.zeros((n, n_cand), np.float32)
     refined = np.array(points, np.float32)
+    library = library if cfg.type_prior else None
     if len(image_of):
         chunk = _proposal_chunk()
         slots = round_slots(strokes_used(mask[image_of, cand_of]), mask.shape[2])
@@ -295,17 +300,17 @@ def refine_valid(proposals: list[np.ndarray], images: np.ndarray, cfg: FitConfig
                 part = items[start : start + chunk]
                 batch = np.concatenate([part, np.full(chunk - len(part), part[0])])
                 i, c = image_of[batch], cand_of[batch]
-                pts, ll, lp = refine_chunk(points[i, c, :size], mask[i, c, :size], images[i], cfg)
+                pts, ll, lp = refine_chunk(points[i, c, :size], mask[i, c, :size], images[i], cfg,
+                                          library)
                 i, c, n_part = i[: len(part)], c[: len(part)], len(part)
                 refined[i, c, :size] = np.asarray(pts)[:n_part]
                 log_lik[i, c], log_prior[i, c] = np.asarray(ll)[:n_part], np.asarray(lp)[:n_part]
     return refined, log_lik, log_prior
 
 
-def rank_refined(refined, mask, log_lik, log_prior, cfg: FitConfig, library=None) -> Parse:
+def rank_refined(refined, mask, log_lik, log_prior, cfg: FitConfig) -> Parse:
     """:func:`rank_batch` over fixed-size chunks of images: arrays of :func:`refine_valid`
     (leading axes ``(N, C)``) -> :class:`Parse` with leading axis ``N``."""
-    library = library if cfg.type_prior else None
     n = len(refined)
     chunk = min(_parse_chunk(), -(-n // 8) * 8)
     pad = -(-n // chunk) * chunk - n
@@ -315,8 +320,7 @@ def rank_refined(refined, mask, log_lik, log_prior, cfg: FitConfig, library=None
 
     arrays = [padded(np.asarray(x)) for x in (refined, mask, log_lik, log_prior)]
     parses = [
-        rank_batch(*(x[i : i + chunk] for x in arrays), library, cfg)
-        for i in range(0, n + pad, chunk)
+        rank_batch(*(x[i : i + chunk] for x in arrays), cfg) for i in range(0, n + pad, chunk)
     ]
     return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n], *parses)
 
@@ -343,20 +347,20 @@ def refine_proposals(proposals: list[np.ndarray], images: np.ndarray, cfg: FitCo
     rounds then refines merge moves on every image's best parse that is new since the last
     round (:func:`merge_batch`) and ranks them with everything refined before."""
     mask = proposals[1]
-    refined, log_lik, log_prior = refine_valid(proposals, images, cfg)
-    parse = rank_refined(refined, mask, log_lik, log_prior, cfg, library)
+    refined, log_lik, log_prior = refine_valid(proposals, images, cfg, library)
+    parse = rank_refined(refined, mask, log_lik, log_prior, cfg)
     fresh = np.ones(len(images), bool)
     for _ in range(cfg.merge_rounds):
         moves = merge_batch(parse, cfg, fresh)
         if not moves[2].any():
             break
-        more_points, more_lik, more_prior = refine_valid(moves, images, cfg)
+        more_points, more_lik, more_prior = refine_valid(moves, images, cfg, library)
         refined = np.concatenate([refined, more_points], axis=1)
         mask = np.concatenate([mask, moves[1]], axis=1)
         log_lik = np.concatenate([log_lik, more_lik], axis=1)
         log_prior = np.concatenate([log_prior, more_prior], axis=1)
         best = np.asarray(parse.points[:, 0])
-        parse = rank_refined(refined, mask, log_lik, log_prior, cfg, library)
+        parse = rank_refined(refined, mask, log_lik, log_prior, cfg)
         fresh = np.any(np.asarray(parse.points[:, 0]) != best, axis=(1, 2, 3))
     return parse
 

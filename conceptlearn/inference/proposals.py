@@ -258,12 +258,21 @@ def _direction(path: np.ndarray, at_end: bool, reach: float = 6.0) -> np.ndarray
     return v / n if n > 0 else np.zeros(2)
 
 
+def edge_tangents(graph: Graph) -> np.ndarray:
+    """``float (n_edges, 2, 2)``: each edge's unit tangent leaving its first node and arriving
+    at its second (:func:`_direction`); traversed backwards, the two swap and flip sign."""
+    return np.array(
+        [[_direction(p, False), _direction(p, True)] for _, _, p in graph.edges]
+    ).reshape(len(graph.edges), 2, 2)
+
+
 def walk(
     graph: Graph,
     *,
     max_turn: float,
     rng: np.random.Generator | None = None,
     temperature: float = 0.3,
+    tangents: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], float]:
     """One walk over ``graph`` into strokes.
 
@@ -272,7 +281,9 @@ def walk(
     below ``max_turn`` radians. With ``rng`` the start node and the continuation are sampled
     (softmax of minus bend / ``temperature``) instead. Returns ``(strokes, cost)`` with each
     stroke ``float (m, 2)`` and ``cost`` = number of strokes + total bend at junctions / pi.
+    ``tangents``: :func:`edge_tangents` of ``graph`` (computed here when not given).
     """
+    tangents = edge_tangents(graph) if tangents is None else tangents
     unused = set(range(len(graph.edges)))
     strokes, cost = [], 0.0
     while unused:
@@ -289,31 +300,24 @@ def walk(
         pieces: list[np.ndarray] = []
         heading = None
         while True:
-            options = []
+            options = []  # (edge, path from cur, next node, tangent leaving, tangent arriving)
             for i in unused:
                 a, b, p = graph.edges[i]
                 if a == cur:
-                    options.append((i, p, b))
+                    options.append((i, p, b, tangents[i, 0], tangents[i, 1]))
                 if b == cur:
-                    options.append((i, p[::-1], a))
+                    options.append((i, p[::-1], a, -tangents[i, 1], -tangents[i, 0]))
             if not options:
                 break
+            # one 2-vector product per option, as ever (a matrix product rounds differently)
             if heading is None:
                 # first edge: prefer heading right/down (how people usually start), random if rng
-                scores = np.array(
-                    [_direction(p, False) @ np.array([1.0, 0.5]) for _, p, _ in options]
-                )
-                bends = -scores
+                bends = -np.array([o[3] @ np.array([1.0, 0.5]) for o in options])
                 k = int(np.argmin(bends))
                 if rng is not None:
                     k = int(rng.integers(len(options)))
             else:
-                bends = np.array(
-                    [
-                        np.arccos(np.clip(heading @ _direction(p, False), -1, 1))
-                        for _, p, _ in options
-                    ]
-                )
+                bends = np.array([np.arccos(np.clip(heading @ o[3], -1, 1)) for o in options])
                 if rng is not None:
                     w = np.exp(-(bends - bends.min()) / temperature)
                     k = int(rng.choice(len(options), p=w / w.sum()))
@@ -322,10 +326,9 @@ def walk(
                 if bends[k] > max_turn:
                     break
                 cost += bends[k] / np.pi
-            i, p, nxt = options[k]
+            i, p, nxt, _, heading = options[k]
             unused.discard(i)
             pieces.append(p if not pieces else p[1:])
-            heading = _direction(p, True)
             cur = nxt
         strokes.append(np.concatenate(pieces))
         cost += 1.0
@@ -386,11 +389,13 @@ def propose(
             found[key] = (cost, strokes)
 
     if graph.edges:
+        tangents = edge_tangents(graph)
         for deg in (60, 30, 90, 180, 0):
-            add(*walk(graph, max_turn=np.deg2rad(deg)))
+            add(*walk(graph, max_turn=np.deg2rad(deg), tangents=tangents))
         rng = np.random.default_rng(seed)
         for _ in range(n_random):
-            add(*walk(graph, max_turn=np.deg2rad(rng.uniform(20, 120)), rng=rng))
+            add(*walk(graph, max_turn=np.deg2rad(rng.uniform(20, 120)), rng=rng,
+                      tangents=tangents))
     # isolated pixels are dots; append them to every candidate
     dots = [d[None] for d in graph.dots]
     if not found:

@@ -227,7 +227,9 @@ def stroke_marginal_log_prob(
 ) -> jnp.ndarray:
     """``log sum_ids P(ids) P(shapes, scales | ids)`` of one stroke (forward algorithm).
 
-    ``shapes (J, 5, 2)``, ``scales (J,)``, ``n_sub`` int ``()``. Returns a float scalar.
+    ``shapes (J, 5, 2)``, ``scales (J,)``, ``n_sub`` int ``()``, at most ``J`` (the first
+    ``n_sub`` sub-strokes count; ``J`` may be anything up to ``MAX_SUBSTROKES``, and each of
+    its ``J - 1`` steps is a ``(K,) @ (K, K)`` product). Returns a float scalar.
     """
     K = library.n_primitives
     every = jnp.arange(K)[None, :]  # (1, K)
@@ -242,7 +244,7 @@ def stroke_marginal_log_prob(
         new = jnp.log(jnp.exp(alpha - top) @ library.trans_probs) + top + e
         return jnp.where(valid, new, alpha), None
 
-    valid = jnp.arange(1, MAX_SUBSTROKES) < n_sub
+    valid = jnp.arange(1, shapes.shape[0]) < n_sub
     alpha, _ = jax.lax.scan(step, alpha0, (emission[1:], valid))
     return jax.nn.logsumexp(alpha)
 
@@ -466,10 +468,7 @@ def stroke_log_prob(
         )
         fitted = jnp.einsum("tc,ncd->ntd", jnp.asarray(_BASIS), controls)
         sq = jnp.sum((fitted - targets) ** 2) * n_valid / (n * FIT_POINTS)  # per trajectory point
-        shapes, scales = normalize_spline(controls, xp=jnp)
-        pad = MAX_SUBSTROKES - n
-        shapes = jnp.concatenate([shapes, jnp.zeros((pad, N_CONTROL, 2))])
-        scales = jnp.concatenate([scales, jnp.ones(pad)])
+        shapes, scales = normalize_spline(controls, xp=jnp)  # (n, 5, 2), (n,): n - 1 steps
         prims = stroke_marginal_log_prob(library, shapes, scales, jnp.asarray(n))
         n_sub = jnp.log(library.n_sub_probs[n_strokes - 1, n - 1])
         # a piece shorter than a pixel per cut is not a sub-stroke
