@@ -176,3 +176,20 @@ def test_pair_scores_match_two_way_score_and_compile_per_power_of_two():
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
     # 70, 91 and 128 share the 128 bucket and 5 pads to 64: two shapes, each way
     assert _two_way_score_jit._cache_size() - before <= 4
+
+
+def test_pruning_at_quarter_resolution_keeps_the_true_class(contender):
+    """The cheap pruning score at level 4 (27 x 27 pixels, as the quick preset prunes) ranks
+    each query's own shape first, as at level 2, and differs from the level-2 score."""
+    from conceptlearn.inference.classify import prune_scores
+
+    support, queries, labels = _episode((3, -2))
+    state = contender.fit(support, key=jax.random.key(0))
+    q_parses, q_images = contender._queries(queries)
+    cheap = {level: prune_scores(state, q_parses, q_images,
+                                 dataclasses.replace(contender.cfg, prune_level=level))[..., 0]
+             for level in (2, 4)}
+    for level, scores in cheap.items():
+        assert scores.shape == (3, 3) and np.all(np.isfinite(scores)), level
+        np.testing.assert_array_equal(scores.argmax(1), labels)
+    assert not np.allclose(cheap[2], cheap[4])

@@ -55,7 +55,6 @@ from conceptlearn.inference.config import (
     preset,
 )
 from conceptlearn.inference.fit import (
-    COARSE,
     TRACE_COUNT,
     Parse,
     parse_images,
@@ -275,14 +274,15 @@ def prune_scores(state: State, q_parses: Parse, q_images, cfg: BPLConfig) -> np.
     each way, one refit of ``cfg.prune_steps`` long steps (``cfg.prune_lr`` from blur
     ``cfg.prune_blur``) at half resolution and scored there, the backward term less the shot's
     own best parse refit the same way."""
-    cfg = dataclasses.replace(cfg, refit_lr=cfg.prune_lr, blur_start=cfg.prune_blur, wide_lr=0.0)
+    cfg = dataclasses.replace(cfg, refit_lr=cfg.prune_lr, blur_start=cfg.prune_blur, wide_lr=0.0,
+                              coarse_level=cfg.prune_level)
     n_way, k = state.images.shape[:2]
     n_query = q_images.shape[0]
     best = jax.tree.map(lambda x: x[:, :, :1], state.parses)  # the best parse of each shot
     c_parses = _flat(best, n_way * k)
     c_images = state.images.reshape(n_way * k, IMAGE_SIZE, IMAGE_SIZE)
     q_best = jax.tree.map(lambda x: x[:, :1], q_parses)
-    steps = dict(n_steps=cfg.prune_steps, n_coarse=cfg.prune_steps, score_level=COARSE)
+    steps = dict(n_steps=cfg.prune_steps, n_coarse=cfg.prune_steps, score_level=cfg.prune_level)
     q_idx, c_idx = np.divmod(np.arange(n_query * n_way * k), n_way * k)
     terms = score_pairs(c_parses, c_images, q_best, q_images, c_idx, q_idx, cfg,
                         two_way=cfg.two_way, **steps)

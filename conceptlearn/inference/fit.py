@@ -71,10 +71,11 @@ class Parse(NamedTuple):
     log_post: jax.Array
 
 
-def targets(image) -> dict[int, jax.Array]:
-    """``image bool (105, 105)`` -> ``{1: f32 (105, 105), 2: f32 (53, 53)}``: what each
-    resolution level scores against (:func:`conceptlearn.model.image.coarse_target`)."""
-    return {1: image.astype(jnp.float32), COARSE: coarse_target(image, COARSE)}
+def targets(image, coarse: int = COARSE) -> dict[int, jax.Array]:
+    """``image bool (105, 105)`` -> ``{1: f32 (105, 105), coarse: f32 (n, n)}``: what each
+    resolution level scores against (:func:`conceptlearn.model.image.coarse_target`; ``n``
+    53 at the default level 2)."""
+    return {1: image.astype(jnp.float32), coarse: coarse_target(image, coarse)}
 
 
 def level_log_lik(points, mask, target, blur_sigma, level: int, cfg: FitConfig, ink=None,
@@ -107,14 +108,14 @@ def parse_log_prior(points, mask, cfg: FitConfig) -> jax.Array:
 
 def _optimise(loss_fn, params, n_steps: int, n_coarse: int, lr: float, blur_start, cfg):
     """Minimise ``loss_fn(params, blur_sigma, level)`` with Adam for ``n_steps`` steps in
-    ``lax.scan``, the first ``n_coarse`` at level ``COARSE``; blur goes geometrically from
+    ``lax.scan``, the first ``n_coarse`` at level ``cfg.coarse_level``; blur goes geometrically from
     ``blur_start`` to ``cfg.blur_sigma``. Returns the final params."""
     opt = optax.adam(lr)
     frac = jnp.linspace(0.0, 1.0, max(n_steps, 1))
     sigmas = blur_start * (cfg.blur_sigma / blur_start) ** frac
     n_coarse = min(n_coarse, n_steps)
     carry = (params, opt.init(params))
-    for level, part in ((COARSE, sigmas[:n_coarse]), (1, sigmas[n_coarse:n_steps])):
+    for level, part in ((cfg.coarse_level, sigmas[:n_coarse]), (1, sigmas[n_coarse:n_steps])):
         if part.shape[0] == 0:
             continue
 
@@ -131,7 +132,7 @@ def _optimise(loss_fn, params, n_steps: int, n_coarse: int, lr: float, blur_star
 def refine_parse(points, mask, image, cfg: FitConfig):
     """Refine one proposal ``points f32 (S, P, 2)``, ``mask bool (S, P)`` against
     ``image bool (105, 105)``. Returns ``(points, log_lik f32 (), log_prior f32 ())``."""
-    tgt = targets(image)
+    tgt = targets(image, cfg.coarse_level)
 
     def loss(p, sigma, level):
         ll = level_log_lik(p, mask, tgt[level], sigma, level, cfg)
@@ -441,7 +442,7 @@ def fit_token(
     the :class:`Token`."""
     steps = cfg.refit_steps if n_steps is None else n_steps
     coarse = cfg.refit_coarse_steps if n_coarse is None else n_coarse
-    tgt = targets(image)
+    tgt = targets(image, cfg.coarse_level)
     parents = token_parents(points, mask, cfg)
     shift0 = jnp.where(jnp.any(image), ink_centre(image) - centre_of_mass(points, mask), 0.0)
     zero = jnp.zeros(())
@@ -476,7 +477,7 @@ def fit_token(
         if cfg.start_rotation > 0:  # the best of three rotations at the wide blur starts it
             turns = jnp.asarray([0.0, -cfg.start_rotation, cfg.start_rotation]) * _SCALE_PX
             starts = jax.vmap(lambda r: u0._replace(rotation=r))(turns)
-            fits = jax.vmap(lambda u: objective(u, cfg.wide_blur, COARSE))(starts)
+            fits = jax.vmap(lambda u: objective(u, cfg.wide_blur, cfg.coarse_level))(starts)
             wide_start = jax.tree.map(lambda x: x[jnp.argmax(fits)], starts)
         wide_score, wide_u = fit_from(wide_start, cfg.wide_lr, cfg.wide_blur, wide_steps)
         better = wide_score > score
