@@ -184,7 +184,8 @@ def score_pairs(
     their parses use (:func:`~conceptlearn.inference.fit.slot_order`; each slot size
     compiled the first time a chunk needs it), and each chunk keeps only the slots its pairs
     need. A refit's cost grows about linearly with its slots, and two thirds of the pairs of a
-    dev episode need four of six or fewer."""
+    dev episode need four of six or fewer. A call of a single chunk keeps all slots, so that
+    it compiles one shape whatever its episode holds."""
     c_index, q_index = np.asarray(c_index, np.int32), np.asarray(q_index, np.int32)
     m = len(c_index)
     k = c_parses.mask.shape[1]
@@ -213,7 +214,9 @@ def score_pairs(
     out = []
     for start in range(0, total, chunk):
         pairs = order[start : start + chunk]
-        n_slots = int(slots[pairs].max())
+        # a call of one chunk keeps every slot: its slots would be the most any pair uses,
+        # which changes from episode to episode, and each new size compiles (seconds)
+        n_slots = int(slots[pairs].max()) if total > chunk else c_parses.mask.shape[2]
         out.append(_chunk_terms(*chunk_args(pairs, n_slots), *statics))
     sorted_terms = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *out)
     unsorted = np.empty(m, np.int64)
