@@ -10,9 +10,10 @@ pixels) with 8 steps instead of 6 at half resolution: faster, and it keeps the t
 Both configs are frozen (hashable) because they are static arguments of the jitted fits.
 
 Resolution: every optimiser run takes its first ``*_coarse_steps`` steps at half resolution
-(53 x 53 pixels, :func:`conceptlearn.model.image.coarse_target`), where a step costs about a fifth
-of a full-resolution one, and the rest at 105 x 105; scores are always taken at full resolution,
-except the pruning score, which is coarse throughout.
+(53 x 53 pixels, :func:`conceptlearn.model.image.coarse_target`), where a step costs about a
+third of a full-resolution one, and the rest at 105 x 105. In both presets every step is coarse
+(``*_coarse_steps`` equal the step counts); scores are always taken at full resolution,
+except the pruning score, which is coarse throughout (level ``prune_level``).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class FitConfig:
     coarse_level: int = 2  # the coarse steps' resolution, ceil(105 / level) pixels a side (the
     # pruning refit sets it to prune_level)
     parse_steps: int = 10  # Adam steps when refining a proposal
-    parse_coarse_steps: int = 6  # of which at half resolution
+    parse_coarse_steps: int = 10  # of which at half resolution (all: the 4 full-resolution
+    # steps cost 40% of refinement and bought nothing on the dev runs; session 15)
     parse_lr: float = 0.3  # px per step
     refit_steps: int = 20  # Adam steps when refitting a parse's token to another image
     refit_coarse_steps: int = 20  # of which at half resolution
