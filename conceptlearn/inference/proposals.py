@@ -59,18 +59,18 @@ _OFFSETS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)
 def _neighbours(skel: np.ndarray) -> dict[tuple[int, int], list[tuple[int, int]]]:
     """8-neighbour adjacency of skeleton pixels without redundant diagonals: a diagonal step is
     kept only if neither pixel it cuts the corner of is on the skeleton."""
-    h, w = skel.shape
+    on = np.pad(np.asarray(skel, bool), 1).tolist()  # Python lists: [r + 1][c + 1], blank border
     nbrs: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for r, c in zip(*np.nonzero(skel), strict=True):
+        r, c = int(r), int(c)
         out = []
         for dr, dc in _OFFSETS:
-            rr, cc = r + dr, c + dc
-            if not (0 <= rr < h and 0 <= cc < w and skel[rr, cc]):
+            if not on[r + 1 + dr][c + 1 + dc]:
                 continue
-            if dr != 0 and dc != 0 and (skel[r + dr, c] or skel[r, c + dc]):
+            if dr != 0 and dc != 0 and (on[r + 1 + dr][c + 1] or on[r + 1][c + 1 + dc]):
                 continue
-            out.append((int(rr), int(cc)))
-        nbrs[(int(r), int(c))] = out
+            out.append((r + dr, c + dc))
+        nbrs[(r, c)] = out
     return nbrs
 
 
@@ -284,6 +284,7 @@ def walk(
     ``tangents``: :func:`edge_tangents` of ``graph`` (computed here when not given).
     """
     tangents = edge_tangents(graph) if tangents is None else tangents
+    node_sums = graph.nodes.sum(axis=1).tolist() if len(graph.nodes) else []  # top-left first
     unused = set(range(len(graph.edges)))
     strokes, cost = [], 0.0
     while unused:
@@ -292,7 +293,7 @@ def walk(
             a, b, _p = graph.edges[i]
             counts[a] = counts.get(a, 0) + 1
             counts[b] = counts.get(b, 0) + 1
-        order = sorted(counts, key=lambda n: (counts[n] % 2 == 0, graph.nodes[n].sum()))
+        order = sorted(counts, key=lambda n: (counts[n] % 2 == 0, node_sums[n]))
         if rng is not None and len(order) > 1 and rng.random() < 0.3:
             cur = order[int(rng.integers(len(order)))]
         else:
