@@ -61,7 +61,8 @@ def main() -> None:
             "true_class_outside_top": {w: int((np.asarray(r) >= w).sum()) for w in range(1, 9)},
             "seconds_per_episode": seconds[name] / max(args.runs - 1, 1),
             "config": {k: getattr(variants[name], k) for k in
-                       ("prune_steps", "prune_lr", "prune_blur")},
+                       ("prune_steps", "prune_lr", "prune_blur", "prune_level",
+                        "two_way")},
         }
         for name, r in ranks.items()
     }
