@@ -20,7 +20,7 @@ and their parses -> the refit scores both ways), vmapped over fixed-size chunks 
 1. parse every support and query image of the episode (one batched call; cached on disk by
    image content and config when the contender has a parse cache);
 2. prune (``prune_width < n_way``): the best parse of each pair, refit both ways with
-   ``prune_steps`` steps at half resolution, keeps the ``prune_width`` best classes per query;
+   ``prune_steps`` steps at level ``prune_level``, keeps the ``prune_width`` best classes per query;
 3. score the kept pairs both ways with ``refit_steps`` steps.
 
 For ``k > 1`` support images per class, each shot is scored as a class image of its own and the
@@ -91,7 +91,7 @@ def pair_terms(
     two_way: bool = True,
 ) -> PairTerms:
     """The score terms of one pair: parses with leading axis ``K``, images ``bool (105, 105)``.
-    Refits take ``n_steps`` steps, ``n_coarse`` of them at half resolution, and are scored at
+    Refits take ``n_steps`` steps, ``n_coarse`` of them at ``cfg.refit_level``, and are scored at
     ``score_level``; with ``cfg.match_scale`` they start at the scale that matches the two
     images' ink spreads."""
 
@@ -278,7 +278,7 @@ def prune_scores(state: State, q_parses: Parse, q_images, cfg: BPLConfig) -> np.
     ``cfg.prune_blur``) at resolution level ``cfg.prune_level`` (2: 53 px, 4: 27 px) and scored
     there, the backward term less the shot's own best parse refit the same way."""
     cfg = dataclasses.replace(cfg, refit_lr=cfg.prune_lr, blur_start=cfg.prune_blur, wide_lr=0.0,
-                              coarse_level=cfg.prune_level)
+                              refit_level=cfg.prune_level)
     n_way, k = state.images.shape[:2]
     n_query = q_images.shape[0]
     best = jax.tree.map(lambda x: x[:, :, :1], state.parses)  # the best parse of each shot

@@ -9,9 +9,10 @@ pixels) with 8 steps instead of 6 at half resolution: faster, and it keeps the t
 3 more often (41 against 46 of 800 dev queries outside; session 15).
 Both configs are frozen (hashable) because they are static arguments of the jitted fits.
 
-Resolution: every optimiser run takes its first ``*_coarse_steps`` steps at half resolution
-(53 x 53 pixels, :func:`conceptlearn.model.image.coarse_target`), where a step costs about a
-third of a full-resolution one, and the rest at 105 x 105. In both presets every step is coarse
+Resolution: every optimiser run takes its first ``*_coarse_steps`` steps at a coarse level
+(:func:`conceptlearn.model.image.coarse_target`): refinement at ``coarse_level`` 2 (53 x 53
+pixels, where a step costs about a third of a full-resolution one), token refits at
+``refit_level`` 3 (35 x 35), and the rest at 105 x 105. In both presets every step is coarse
 (``*_coarse_steps`` equal the step counts); scores are always taken at full resolution,
 except the pruning score, which is coarse throughout (level ``prune_level``).
 """
@@ -67,8 +68,11 @@ class FitConfig:
     merge_moves: int = 4  # merged parses per image per round (the cheapest single merges, then
     # all merges at once)
     merge_radius: float = 5.0  # px: the largest gap between the ends that a merge joins
-    coarse_level: int = 2  # the coarse steps' resolution, ceil(105 / level) pixels a side (the
-    # pruning refit sets it to prune_level)
+    coarse_level: int = 2  # the coarse refinement steps' resolution, ceil(105 / level) pixels
+    # a side
+    refit_level: int = 3  # the same for the token refits' coarse steps (the pruning refit sets
+    # it to prune_level). Level 3 (35 x 35) against 2: dev errors 95 against 98 (full), 101
+    # against 101 (quick), for two thirds of the two-way refits' time (session 16)
     parse_steps: int = 10  # Adam steps when refining a proposal
     parse_coarse_steps: int = 10  # of which at half resolution (all: the 4 full-resolution
     # steps cost 40% of refinement and bought nothing on the dev runs; session 15)
@@ -76,6 +80,10 @@ class FitConfig:
     refit_steps: int = 20  # Adam steps when refitting a parse's token to another image
     refit_coarse_steps: int = 20  # of which at half resolution
     refit_lr: float = 0.6
+    refit_eps: float = 0.1  # Adam's epsilon in token refits. A variable whose true gradient is
+    # about 0 has gradients of float rounding, and with eps 1e-8 Adam turns them into full
+    # steps: two compiled programs of one refit (one device, two) then ended up to 4 nats
+    # apart. At 0.1 they agree to 0.01; dev errors 100 against 101 (quick; session 16)
     wide_lr: float = 1.5  # > 0: a second refit, long steps from blur wide_blur; the better kept
     wide_blur: float = 12.0
     wide_steps: int = 10  # steps of the wide refit (0: as many as the refit's)

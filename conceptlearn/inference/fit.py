@@ -106,16 +106,17 @@ def parse_log_prior(points, mask, cfg: FitConfig) -> jax.Array:
     return smooth - cfg.stroke_cost * jnp.sum(jnp.any(mask, -1))
 
 
-def _optimise(loss_fn, params, n_steps: int, n_coarse: int, lr: float, blur_start, cfg):
-    """Minimise ``loss_fn(params, blur_sigma, level)`` with Adam for ``n_steps`` steps in
-    ``lax.scan``, the first ``n_coarse`` at level ``cfg.coarse_level``; blur goes geometrically from
-    ``blur_start`` to ``cfg.blur_sigma``. Returns the final params."""
-    opt = optax.adam(lr)
+def _optimise(loss_fn, params, n_steps: int, n_coarse: int, lr: float, blur_start, cfg,
+              coarse_level: int, eps: float = 1e-8):
+    """Minimise ``loss_fn(params, blur_sigma, level)`` with Adam (``eps``) for ``n_steps`` steps
+    in ``lax.scan``, the first ``n_coarse`` at level ``coarse_level``; blur goes geometrically
+    from ``blur_start`` to ``cfg.blur_sigma``. Returns the final params."""
+    opt = optax.adam(lr, eps=eps)
     frac = jnp.linspace(0.0, 1.0, max(n_steps, 1))
     sigmas = blur_start * (cfg.blur_sigma / blur_start) ** frac
     n_coarse = min(n_coarse, n_steps)
     carry = (params, opt.init(params))
-    for level, part in ((cfg.coarse_level, sigmas[:n_coarse]), (1, sigmas[n_coarse:n_steps])):
+    for level, part in ((coarse_level, sigmas[:n_coarse]), (1, sigmas[n_coarse:n_steps])):
         if part.shape[0] == 0:
             continue
 
@@ -139,7 +140,8 @@ def refine_parse(points, mask, image, cfg: FitConfig):
         return -(ll + parse_log_prior(p, mask, cfg))
 
     points = _optimise(
-        loss, points, cfg.parse_steps, cfg.parse_coarse_steps, cfg.parse_lr, cfg.blur_start, cfg
+        loss, points, cfg.parse_steps, cfg.parse_coarse_steps, cfg.parse_lr, cfg.blur_start, cfg,
+        cfg.coarse_level,
     )
     return (
         points,
@@ -431,18 +433,18 @@ def fit_token(
     log P(token)`` for ``points f32 (S, P, 2)``, ``mask bool (S, P)``, ``image bool (105, 105)``.
 
     ``n_steps`` Adam steps (default ``cfg.refit_steps``), the first ``n_coarse`` (default
-    ``cfg.refit_coarse_steps``) at half resolution; the score is taken at resolution
-    ``score_level``, with ``cfg.occluder_side``'s square summed out when set (the steps fit
-    without it: with it they drift off the ink the square takes). The initial shift aligns the parse's centre of mass with the ink's, and
-    the initial log scale is ``log_scale0`` (:func:`start_log_scale`; the prior still scores
-    the scale from 0). With
+    ``cfg.refit_coarse_steps``) at resolution level ``cfg.refit_level``; the score is taken at
+    resolution ``score_level``, with ``cfg.occluder_side``'s square summed out when set (the
+    steps fit without it: with it they drift off the ink the square takes). The initial shift
+    aligns the parse's centre of mass with the ink's, and the initial log scale is
+    ``log_scale0`` (:func:`start_log_scale`; the prior still scores the scale from 0). With
     ``cfg.wide_lr > 0`` a second fit of the same objective takes long steps from blur
     ``cfg.wide_blur`` (it reaches strokes and scales the short steps cannot) and the better of
     the two is kept. Returns the score ``f32 ()``, the refit trajectories ``f32 (S, P, 2)`` and
     the :class:`Token`."""
     steps = cfg.refit_steps if n_steps is None else n_steps
     coarse = cfg.refit_coarse_steps if n_coarse is None else n_coarse
-    tgt = targets(image, cfg.coarse_level)
+    tgt = targets(image, cfg.refit_level)
     parents = token_parents(points, mask, cfg)
     shift0 = jnp.where(jnp.any(image), ink_centre(image) - centre_of_mass(points, mask), 0.0)
     zero = jnp.zeros(())
@@ -467,7 +469,7 @@ def fit_token(
 
     def fit_from(start, lr, blur_start, n):
         u = _optimise(lambda u, s, lv: -objective(u, s, lv), start, n, min(coarse, n), lr,
-                      blur_start, cfg)
+                      blur_start, cfg, cfg.refit_level, cfg.refit_eps)
         return objective(u, cfg.blur_sigma, score_level, occluder=True), u
 
     score, u = fit_from(u0, cfg.refit_lr, cfg.blur_start, steps)
@@ -477,7 +479,7 @@ def fit_token(
         if cfg.start_rotation > 0:  # the best of three rotations at the wide blur starts it
             turns = jnp.asarray([0.0, -cfg.start_rotation, cfg.start_rotation]) * _SCALE_PX
             starts = jax.vmap(lambda r: u0._replace(rotation=r))(turns)
-            fits = jax.vmap(lambda u: objective(u, cfg.wide_blur, cfg.coarse_level))(starts)
+            fits = jax.vmap(lambda u: objective(u, cfg.wide_blur, cfg.refit_level))(starts)
             wide_start = jax.tree.map(lambda x: x[jnp.argmax(fits)], starts)
         wide_score, wide_u = fit_from(wide_start, cfg.wide_lr, cfg.wide_blur, wide_steps)
         better = wide_score > score
