@@ -178,9 +178,9 @@ def test_pair_scores_match_two_way_score_and_compile_per_power_of_two():
     assert _two_way_score_jit._cache_size() - before <= 4
 
 
-def test_pruning_at_quarter_resolution_keeps_the_true_class(contender):
-    """The cheap pruning score at level 4 (27 x 27 pixels, as the quick preset prunes) ranks
-    each query's own shape first, as at level 2, and differs from the level-2 score."""
+def test_pruning_at_coarse_levels_keeps_the_true_class(contender):
+    """The cheap pruning score at level 3 (35 x 35 pixels, as both presets prune) and at level 4
+    ranks each query's own shape first, as at level 2, and differs from the level-2 score."""
     from conceptlearn.inference.classify import prune_scores
 
     support, queries, labels = _episode((3, -2))
@@ -188,8 +188,8 @@ def test_pruning_at_quarter_resolution_keeps_the_true_class(contender):
     q_parses, q_images = contender._queries(queries)
     cheap = {level: prune_scores(state, q_parses, q_images,
                                  dataclasses.replace(contender.cfg, prune_level=level))[..., 0]
-             for level in (2, 4)}
+             for level in (2, 3, 4)}
     for level, scores in cheap.items():
         assert scores.shape == (3, 3) and np.all(np.isfinite(scores)), level
         np.testing.assert_array_equal(scores.argmax(1), labels)
-    assert not np.allclose(cheap[2], cheap[4])
+    assert not np.allclose(cheap[2], cheap[3]) and not np.allclose(cheap[3], cheap[4])

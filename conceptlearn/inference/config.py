@@ -4,9 +4,7 @@ The defaults of :class:`BPLConfig` are the operating point: ``BPLConfig()`` is t
 preset, and ``QUICK`` differs in keeping 3 classes per query for the two-way refits instead of
 6 (the others are pruned by a cheap score first; see ``prune_*``) and 2 parses per image
 instead of 3 (the third costs the full preset about 18% per episode and buys about 4 of 800
-dev errors: docs/benchmarks.md, session 14), and pruning at quarter resolution (27 x 27
-pixels) with 8 steps instead of 6 at half resolution: faster, and it keeps the true class among
-3 more often (41 against 46 of 800 dev queries outside; session 15).
+dev errors: docs/benchmarks.md, session 14).
 Both configs are frozen (hashable) because they are static arguments of the jitted fits.
 
 Resolution: every optimiser run takes its first ``*_coarse_steps`` steps at a coarse level
@@ -129,7 +127,10 @@ class BPLConfig(FitConfig):
     prune_steps: int = 6  # coarse refit steps of the cheap pruning score (0: no refit)
     prune_lr: float = 1.5  # the pruning refit: one optimiser run, long steps ...
     prune_blur: float = 12.0  # ... from this blur (the wide refit's search, without the short one)
-    prune_level: int = 2  # resolution level of the pruning refit's steps and score (4: 27 x 27)
+    prune_level: int = 3  # resolution level of the pruning refit's steps and score (35 x 35).
+    # Of 800 dev queries, 39 have the true class outside the top 3 and 15 outside the top 6,
+    # as at level 4 with 8 steps (39) and level 2 (14), in 0.49 s per episode against 0.62
+    # and 1.37 (scripts/prune_recall.py; session 16)
     two_way: bool = True  # False: one-way score log P(I_T | I_C) only
     pair_chunk: int = 0  # (query, support image) pairs per jitted call (0: 64 on CPU, 1024 else)
 
@@ -152,7 +153,7 @@ def learned_noise(cfg: FitConfig, library) -> FitConfig:
 
 
 FULL = BPLConfig()
-QUICK = dataclasses.replace(FULL, prune_width=3, n_parses=2, prune_level=4, prune_steps=8)
+QUICK = dataclasses.replace(FULL, prune_width=3, n_parses=2)
 
 
 def preset(quick: bool = False, overrides: dict[str, Any] | None = None) -> BPLConfig:
