@@ -4,15 +4,16 @@ The defaults of :class:`BPLConfig` are the operating point: ``BPLConfig()`` is t
 preset, and ``QUICK`` differs in keeping 3 classes per query for the two-way refits instead of
 6 (the others are pruned by a cheap score first; see ``prune_*``) and 2 parses per image
 instead of 3 (the third costs the full preset about 18% per episode and buys about 4 of 800
-dev errors: docs/benchmarks.md, session 14).
+dev errors: docs/benchmarks.md, session 14), and refitting tokens at 35 x 35 pixels instead
+of 53 x 53 (``refit_level``).
 Both configs are frozen (hashable) because they are static arguments of the jitted fits.
 
 Resolution: every optimiser run takes its first ``*_coarse_steps`` steps at a coarse level
 (:func:`conceptlearn.model.image.coarse_target`): refinement at ``coarse_level`` 2 (53 x 53
 pixels, where a step costs about a third of a full-resolution one), token refits at
-``refit_level`` 3 (35 x 35), and the rest at 105 x 105. In both presets every step is coarse
-(``*_coarse_steps`` equal the step counts); scores are always taken at full resolution,
-except the pruning score, which is coarse throughout (level ``prune_level``).
+``refit_level`` (2; quick: 3, 35 x 35), and the rest at 105 x 105. In both presets every step
+is coarse (``*_coarse_steps`` equal the step counts); scores are always taken at full
+resolution, except the pruning score, which is coarse throughout (level ``prune_level``).
 """
 
 from __future__ import annotations
@@ -68,9 +69,10 @@ class FitConfig:
     merge_radius: float = 5.0  # px: the largest gap between the ends that a merge joins
     coarse_level: int = 2  # the coarse refinement steps' resolution, ceil(105 / level) pixels
     # a side
-    refit_level: int = 3  # the same for the token refits' coarse steps (the pruning refit sets
-    # it to prune_level). Level 3 (35 x 35) against 2: dev errors 95 against 98 (full), 101
-    # against 101 (quick), for two thirds of the two-way refits' time (session 16)
+    refit_level: int = 2  # the same for the token refits' coarse steps (the pruning refit sets
+    # it to prune_level; QUICK refits at 3, 35 x 35, for two thirds of the time: dev errors at
+    # k = 1 / 2 / 5 / 10, full preset, 97 / 66 / 43 / 39 at level 3 against 93 / 64 / 42 / 32
+    # at level 2; quick, k = 1, 100 against 101; session 16)
     parse_steps: int = 10  # Adam steps when refining a proposal
     parse_coarse_steps: int = 10  # of which at half resolution (all: the 4 full-resolution
     # steps cost 40% of refinement and bought nothing on the dev runs; session 15)
@@ -153,7 +155,7 @@ def learned_noise(cfg: FitConfig, library) -> FitConfig:
 
 
 FULL = BPLConfig()
-QUICK = dataclasses.replace(FULL, prune_width=3, n_parses=2)
+QUICK = dataclasses.replace(FULL, prune_width=3, n_parses=2, refit_level=3)
 
 
 def preset(quick: bool = False, overrides: dict[str, Any] | None = None) -> BPLConfig:
