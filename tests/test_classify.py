@@ -135,8 +135,10 @@ def test_pair_terms_are_one_pair_function_batched(contender):
         one = pair_terms(jax.tree.map(lambda x, c=c: x[c], parses), jnp.asarray(support[c, 0]),
                          jax.tree.map(lambda x, q=q: x[q], q_parses), jnp.asarray(queries[q]),
                          cfg, cfg.refit_steps, cfg.refit_coarse_steps)
-        np.testing.assert_allclose(batched.forward[m], one.forward, rtol=1e-4, atol=1e-2)
-        np.testing.assert_allclose(batched.backward[m], one.backward, rtol=1e-4, atol=1e-2)
+        # the two programs round differently (cut slots, batch), and the refit's Adam steps
+        # carry that along: up to about 1 nat of a score of -2,700
+        np.testing.assert_allclose(batched.forward[m], one.forward, rtol=1e-3, atol=1e-2)
+        np.testing.assert_allclose(batched.backward[m], one.backward, rtol=1e-3, atol=1e-2)
 
 
 def test_config_and_bad_input(contender):
