@@ -78,7 +78,7 @@ class FitConfig:
     # steps cost 40% of refinement and bought nothing on the dev runs; session 15)
     parse_lr: float = 0.3  # px per step
     refit_steps: int = 20  # Adam steps when refitting a parse's token to another image
-    refit_coarse_steps: int = 20  # of which at half resolution
+    refit_coarse_steps: int = 20  # of which at level refit_level
     refit_lr: float = 0.6
     refit_eps: float = 0.1  # Adam's epsilon in token refits. A variable whose true gradient is
     # about 0 has gradients of float rounding, and with eps 1e-8 Adam turns them into full
