@@ -16,6 +16,7 @@ from conceptlearn.inference.fit import (
     parse_log_prior,
     refine_parses,
     refit_token,
+    start_grid,
     start_log_scale,
     token_log_prior,
     top_k,
@@ -184,6 +185,37 @@ def test_start_scale_matches_ink_spreads_and_reaches_a_smaller_copy():
     scores = [float(fit_token(parse.points[0], parse.mask[0], small, short, log_scale0=s)[0])
               for s in (0.0, ratio)]
     assert scores[1] > scores[0] + 20
+
+
+def test_start_grid_reaches_a_smaller_and_a_rotated_copy():
+    """The far-reaching refit started from the best of a grid of scales and rotations reaches
+    a copy 0.6 times the size, and one turned 0.6 rad, that the refit from the prior's mean
+    does not; on the parse's own image it loses nothing (the grid's first start is the
+    plain one)."""
+    assert start_grid(CFG).shape == (1, 2) and not start_grid(CFG).any()
+    grid_cfg = FitConfig(**{**CFG.__dict__, "refit_steps": 10, "start_scale": 0.6,
+                            "start_scales": 5, "start_rotation": 0.6})
+    grid = start_grid(grid_cfg)
+    assert grid.shape == (15, 2) and not grid[0].any()
+    np.testing.assert_allclose(np.unique(grid[:, 0]), [-0.6, -0.3, 0.0, 0.3, 0.6], atol=1e-6)
+    np.testing.assert_allclose(np.unique(grid[:, 1]), [-0.6, 0.0, 0.6], atol=1e-6)
+    centre = np.asarray([52.0, 52.0], np.float32)
+    turn = np.asarray([[np.cos(0.6), -np.sin(0.6)], [np.sin(0.6), np.cos(0.6)]], np.float32)
+    copies = {
+        "small": [centre + 0.6 * (s - centre) for s in CROSS + BAR],
+        "turned": [centre + (s - centre) @ turn.T for s in CROSS + BAR],
+        "own": CROSS + BAR,
+    }
+    parse = parse_image(_image(CROSS + BAR), CFG)
+    plain_cfg = FitConfig(**{**grid_cfg.__dict__, "start_scale": 0.0, "start_rotation": 0.0})
+    for name, strokes in copies.items():
+        image = jnp.asarray(_image(strokes))
+        plain, with_grid = (float(_fit(parse.points[0], parse.mask[0], image, c)[0])
+                            for c in (plain_cfg, grid_cfg))
+        if name == "own":
+            assert with_grid >= plain - 1e-3
+        else:
+            assert with_grid > plain + 20, name
 
 
 def test_coarse_steps_reach_the_fit_of_full_resolution_steps():

@@ -89,8 +89,12 @@ class FitConfig:
     wide_steps: int = 10  # steps of the wide refit (0: as many as the refit's)
     match_scale: bool = False  # refits of one image's parse to another start at the scale
     # that matches their ink spreads (fit.start_log_scale), not at the prior's mean
-    start_rotation: float = 0.0  # rad, > 0: the wide refit starts from the best of rotations
-    # -r, 0, +r, judged at its first blur before any step (0: from no rotation)
+    start_rotation: float = 0.0  # rad, > 0: the far-reaching refit (the wide one, else the
+    # only one) starts from the best of rotations -r, 0, +r, judged at its first blur before
+    # any step (0: from no rotation; fit.start_grid)
+    start_scale: float = 0.0  # > 0: ... and of start_scales log scales over -s .. +s (times
+    # each rotation), added to the moment-matched start (0: from it alone)
+    start_scales: int = 3  # log scales of the start grid (with start_scale > 0)
     blur_start: float = 6.0  # blur sigma (px) at the first step; geometric down to blur_sigma
     blur_sigma: float = 2.0  # blur sigma (px) of the score
     epsilon: float = 0.02  # pixel-flip probability of the score

@@ -419,6 +419,20 @@ def start_log_scale(source_image, target_image) -> jax.Array:
     return jnp.clip(ratio, -MAX_START_LOG_SCALE, MAX_START_LOG_SCALE)
 
 
+def start_grid(cfg: FitConfig) -> np.ndarray:
+    """The starts of a refit's far-reaching search, ``f32 (G, 2)`` of (log scale, rotation rad)
+    offsets from the moment-matched start: ``cfg.start_scales`` log scales evenly over
+    ``+-cfg.start_scale`` times 3 rotations over ``+-cfg.start_rotation`` (each axis just 0 when
+    its extent is 0). The first row is (0, 0)."""
+    scales = np.linspace(-cfg.start_scale, cfg.start_scale, cfg.start_scales) \
+        if cfg.start_scale > 0 else np.zeros(1)
+    turns = np.linspace(-cfg.start_rotation, cfg.start_rotation, 3) \
+        if cfg.start_rotation > 0 else np.zeros(1)
+    grid = np.stack(np.meshgrid(scales, turns, indexing="ij"), -1).reshape(-1, 2)
+    first = np.argmin(np.abs(grid).sum(1))  # (0, 0) first: argmax keeps it on ties
+    return np.concatenate([grid[first:first + 1], np.delete(grid, first, 0)]).astype(np.float32)
+
+
 def fit_token(
     points,
     mask,
@@ -440,7 +454,8 @@ def fit_token(
     ``log_scale0`` (:func:`start_log_scale`; the prior still scores the scale from 0). With
     ``cfg.wide_lr > 0`` a second fit of the same objective takes long steps from blur
     ``cfg.wide_blur`` (it reaches strokes and scales the short steps cannot) and the better of
-    the two is kept. Returns the score ``f32 ()``, the refit trajectories ``f32 (S, P, 2)`` and
+    the two is kept. The far-reaching fit (the wide one, else the only one) starts from the
+    best start of :func:`start_grid` at its first blur. Returns the score ``f32 ()``, the refit trajectories ``f32 (S, P, 2)`` and
     the :class:`Token`."""
     steps = cfg.refit_steps if n_steps is None else n_steps
     coarse = cfg.refit_coarse_steps if n_coarse is None else n_coarse
@@ -472,15 +487,23 @@ def fit_token(
                       blur_start, cfg, cfg.refit_level, cfg.refit_eps)
         return objective(u, cfg.blur_sigma, score_level, occluder=True), u
 
-    score, u = fit_from(u0, cfg.refit_lr, cfg.blur_start, steps)
-    if cfg.wide_lr > 0:  # static config: a far-reaching search as well; the better fit is kept
+    def best_start(blur):
+        """The start of the grid (:func:`start_grid`) that ``objective`` rates best at ``blur``,
+        before any step."""
+        grid = start_grid(cfg)
+        if grid.shape[0] == 1:  # static config: no grid
+            return u0
+        starts = jax.vmap(lambda g: u0._replace(log_scale=u0.log_scale + g[0] * _SCALE_PX,
+                                                rotation=g[1] * _SCALE_PX))(jnp.asarray(grid))
+        fits = jax.vmap(lambda u: objective(u, blur, cfg.refit_level))(starts)
+        return jax.tree.map(lambda x: x[jnp.argmax(fits)], starts)
+
+    if cfg.wide_lr <= 0:  # static config: one search, started from the grid's best
+        score, u = fit_from(best_start(cfg.blur_start), cfg.refit_lr, cfg.blur_start, steps)
+    else:  # a short search, and a far-reaching one from the grid's best; the better is kept
+        score, u = fit_from(u0, cfg.refit_lr, cfg.blur_start, steps)
         wide_steps = min(cfg.wide_steps or steps, steps)
-        wide_start = u0
-        if cfg.start_rotation > 0:  # the best of three rotations at the wide blur starts it
-            turns = jnp.asarray([0.0, -cfg.start_rotation, cfg.start_rotation]) * _SCALE_PX
-            starts = jax.vmap(lambda r: u0._replace(rotation=r))(turns)
-            fits = jax.vmap(lambda u: objective(u, cfg.wide_blur, cfg.refit_level))(starts)
-            wide_start = jax.tree.map(lambda x: x[jnp.argmax(fits)], starts)
+        wide_start = best_start(cfg.wide_blur)
         wide_score, wide_u = fit_from(wide_start, cfg.wide_lr, cfg.wide_blur, wide_steps)
         better = wide_score > score
         u = jax.tree.map(lambda a, b: jnp.where(better, b, a), u, wide_u)
