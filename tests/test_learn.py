@@ -12,7 +12,9 @@ from conceptlearn.cli import main
 from conceptlearn.model.learn import (
     Drawing,
     LearnConfig,
+    affine_parts,
     collect_drawings,
+    drawer_affine_sd,
     drawing_log_probs,
     fit_primitives,
     fit_token_noise,
@@ -65,6 +67,37 @@ def test_token_noise_recovers_injected_jitter():
     noise = fit_token_noise(drawings, LearnConfig())
     assert 2.0 < noise["affine_sd"][2] < 4.0 and 2.0 < noise["affine_sd"][3] < 4.0
     assert 0.6 < noise["position_noise_sd"] < 1.4
+
+
+def test_affine_parts_invert_the_token_affine():
+    from conceptlearn.model.token import TrajectoryToken, token_affine
+
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        turn, shear, log_scale = rng.uniform(-1.2, 1.2), rng.uniform(-0.6, 0.6), rng.normal(0, 0.3, 2)
+        token = TrajectoryToken(log_scale, np.zeros(2), np.zeros((1, 2)), np.zeros((1, 1, 2)),
+                                0.0, turn, shear)
+        got = affine_parts(np.asarray(token_affine(token), np.float64))
+        np.testing.assert_allclose([got[0], got[1], *got[2]], [turn, shear, *log_scale], atol=1e-4)
+
+
+def test_drawer_affine_sd_recovers_injected_rotation_and_shear():
+    rng = np.random.default_rng(0)
+    base = [np.linspace([20, 20], [20, 80], 5)[None], np.linspace([40, 30], [85, 60], 5)[None],
+            np.linspace([30, 85], [80, 80], 5)[None]]
+    drawings = []
+    for c in range(30):
+        for drawer in range(1, 11):
+            turn, shear = rng.normal(0, 0.2), rng.normal(0, 0.1)
+            rot = np.asarray([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+            matrix = rot @ np.asarray([[1.0, shear], [0.0, 1.0]])
+            moved = [(s - 50.0) @ matrix.T + 50.0 + rng.normal(0, 0.5, s.shape) for s in base]
+            drawings.append(Drawing(("x", f"c{c}"), drawer, moved))
+    spread = drawer_affine_sd(drawings)
+    assert 0.16 < spread["rotation_sd"] < 0.24
+    assert 0.07 < spread["shear_sd"] < 0.13
+    assert spread["log_scale_sd"] < 0.05
+    assert spread["n_drawings"] == 300
 
 
 @pytest.mark.data

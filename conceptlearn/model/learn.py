@@ -411,6 +411,53 @@ def fit_token_noise(drawings: list[Drawing], config: LearnConfig) -> dict[str, n
     }
 
 
+def affine_parts(matrix: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """``matrix f (2, 2)`` = rotation @ [[1, shear], [0, 1]] @ diag(scale), the token's
+    affine (:func:`conceptlearn.model.token.token_affine`) -> ``(rotation rad, shear,
+    log_scale (2,))`` (a QR decomposition with a positive diagonal)."""
+    q, r = np.linalg.qr(matrix)
+    signs = np.sign(np.diag(r))
+    signs[signs == 0] = 1.0
+    q, r = q * signs, r * signs[:, None]
+    return float(np.arctan2(q[1, 0], q[0, 0])), float(r[0, 1] / r[1, 1]), np.log(np.diag(r))
+
+
+def drawer_affine_sd(drawings: list[Drawing]) -> dict[str, float]:
+    """How the drawers of a character differ by a global linear map: per character, the
+    drawings sharing its most common structure (at least 3) are centred and each is fitted by
+    least squares as a linear map of their mean shape (control points matched in order); the
+    map is split into rotation, shear and log scale (:func:`affine_parts`). Returns robust sds
+    over every drawing's deviation from its character's mean of each: ``rotation_sd`` (rad),
+    ``shear_sd``, ``log_scale_sd``, and ``n_drawings`` used."""
+    by_char = defaultdict(list)
+    for d in drawings:
+        by_char[d.character].append(d)
+    rotation, shear, log_scale = [], [], []
+    for group in by_char.values():
+        signature = Counter(tuple(len(c) for c in d.controls) for d in group).most_common(1)[0][0]
+        same = [d for d in group if tuple(len(c) for c in d.controls) == signature]
+        if len(same) < 3:
+            continue
+        points = np.stack([np.concatenate(d.controls).reshape(-1, 2) for d in same])  # (n, m, 2)
+        points = points - points.mean(1, keepdims=True)
+        mean = points.mean(0)  # (m, 2)
+        parts = [affine_parts(np.linalg.lstsq(mean, x, rcond=None)[0].T) for x in points]
+        turns = np.asarray([p[0] for p in parts])
+        rotation.append(np.angle(np.exp(1j * (turns - np.angle(np.exp(1j * turns).mean())))))
+        shears = np.asarray([p[1] for p in parts])
+        shear.append(shears - shears.mean())
+        scales = np.stack([p[2] for p in parts])
+        log_scale.append(scales - scales.mean(0))
+    if not rotation:
+        raise ValueError("no character has 3 drawings with the same structure; need more data")
+    return {
+        "rotation_sd": _robust_sd(np.concatenate(rotation)),
+        "shear_sd": _robust_sd(np.concatenate(shear)),
+        "log_scale_sd": _robust_sd(np.concatenate([x.ravel() for x in log_scale])),
+        "n_drawings": int(sum(len(x) for x in rotation)),
+    }
+
+
 def learn_library(
     drawings: list[Drawing], config: LearnConfig = LearnConfig()
 ) -> tuple[Library, dict]:
