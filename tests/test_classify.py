@@ -195,3 +195,28 @@ def test_pruning_at_coarse_levels_keeps_the_true_class(contender):
         assert scores.shape == (3, 3) and np.all(np.isfinite(scores)), level
         np.testing.assert_array_equal(scores.argmax(1), labels)
     assert not np.allclose(cheap[2], cheap[3]) and not np.allclose(cheap[3], cheap[4])
+
+
+def test_the_pruning_refit_has_its_own_start_grid_and_reaches_shrunk_queries(contender):
+    """``prune_start_scale`` starts the pruning refit from a grid of scales (``start_scale`` is
+    the two-way refits' and leaves the pruning score alone); from it, queries drawn at 0.6 times
+    the size score their own class higher than from the plain start, and first."""
+    from conceptlearn.inference.classify import prune_scores
+
+    support, _, labels = _episode((0, 0))
+    shrunk = [[[[52 + 0.6 * (c - 52), 52 + 0.6 * (r - 52)] for c, r in stroke] for stroke in shape]
+              for shape in SHAPES]
+    queries = np.stack([_draw(shrunk[i]) for i in (2, 0, 1)])
+    state = contender.fit(support, key=jax.random.key(0))
+    q_parses, q_images = contender._queries(queries)
+    cfg = dataclasses.replace(contender.cfg, start_scales=5)
+
+    def cheap(**grid):
+        return prune_scores(state, q_parses, q_images, dataclasses.replace(cfg, **grid))[..., 0]
+
+    plain = cheap()
+    np.testing.assert_array_equal(cheap(start_scale=0.5), plain)
+    grid = cheap(prune_start_scale=0.5)
+    own = (np.arange(3), labels)
+    assert np.all(grid[own] > plain[own])
+    np.testing.assert_array_equal(grid.argmax(1), labels)

@@ -275,10 +275,12 @@ def _log_mean_exp_over_shots(per_shot, k: int) -> np.ndarray:
 def prune_scores(state: State, q_parses: Parse, q_images, cfg: BPLConfig) -> np.ndarray:
     """The cheap score ``f32 (n_query, n_way, k)`` of every (query, shot) pair: the best parse
     each way, one refit of ``cfg.prune_steps`` long steps (``cfg.prune_lr`` from blur
-    ``cfg.prune_blur``) at resolution level ``cfg.prune_level`` (3: 35 px, 4: 27 px) and scored
-    there, the backward term less the shot's own best parse refit the same way."""
+    ``cfg.prune_blur``, started from the best of the grid of ``cfg.prune_start_scale`` and
+    ``cfg.prune_start_rotation``) at resolution level ``cfg.prune_level`` (3: 35 px, 4: 27 px)
+    and scored there, the backward term less the shot's own best parse refit the same way."""
     cfg = dataclasses.replace(cfg, refit_lr=cfg.prune_lr, blur_start=cfg.prune_blur, wide_lr=0.0,
-                              refit_level=cfg.prune_level)
+                              refit_level=cfg.prune_level, start_scale=cfg.prune_start_scale,
+                              start_rotation=cfg.prune_start_rotation)
     n_way, k = state.images.shape[:2]
     n_query = q_images.shape[0]
     best = jax.tree.map(lambda x: x[:, :, :1], state.parses)  # the best parse of each shot

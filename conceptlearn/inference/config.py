@@ -137,6 +137,8 @@ class BPLConfig(FitConfig):
     # Of 800 dev queries, 39 have the true class outside the top 3 and 15 outside the top 6,
     # as at level 4 with 8 steps (39) and level 2 (14), in 0.49 s per episode against 0.62
     # and 1.37 (scripts/prune_recall.py; session 16)
+    prune_start_scale: float = 0.0  # the pruning refit's start grid (fit.start_grid), in
+    prune_start_rotation: float = 0.0  # place of start_scale and start_rotation
     two_way: bool = True  # False: one-way score log P(I_T | I_C) only
     pair_chunk: int = 0  # (query, support image) pairs per jitted call (0: 64 on CPU, 1024 else)
 
