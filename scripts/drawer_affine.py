@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from conceptlearn.datasets.omniglot import OmniglotStrokes
 from conceptlearn.inference.config import FULL
@@ -30,9 +31,9 @@ def main(argv=None) -> int:
         "token_prior": {"rotate_sigma": FULL.rotate_sigma, "shear_sigma": FULL.shear_sigma},
         "n_drawings_collected": stats["n_drawings"],
     }
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
-    print(json.dumps(result))
+    text = json.dumps(result, indent=1)
+    Path(args.out).write_text(text + "\n")
+    print(text)
     return 0
 
 
