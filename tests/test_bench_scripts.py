@@ -55,3 +55,17 @@ def test_vit_pretrain_curve_plots_the_recorded_loss(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
     )
     assert done.returncode != 0 and "no loss_curve" in done.stderr
+
+
+@pytest.mark.data
+def test_drawer_affine_reports_the_small1_drawers_spread(omniglot_root, tmp_path):
+    out = tmp_path / "affine.json"
+    done = subprocess.run(
+        [sys.executable, "scripts/drawer_affine.py", "--data", str(omniglot_root), "--out",
+         str(out)], cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["background"] == ["small1"] and result["n_drawings"] > 1000
+    for name in ("rotation_sd", "shear_sd", "log_scale_sd"):
+        assert 0.05 < result[name] < 0.5, name
