@@ -218,6 +218,27 @@ def test_start_grid_reaches_a_smaller_and_a_rotated_copy():
             assert with_grid > plain + 20, name
 
 
+def test_a_tempered_likelihood_scores_the_weighted_sum_and_keeps_the_token_nearer_its_prior():
+    """With ``likelihood_weight`` w the score is w log P(image | token) + log P(token) at the
+    refit token, and a smaller w leaves the token more probable under its prior."""
+    from conceptlearn.inference.fit import level_log_lik
+    from conceptlearn.model.token import token_ink, token_parents
+
+    centre = np.asarray([52.0, 52.0], np.float32)
+    parse = parse_image(_image(CROSS), CFG)
+    target = jnp.asarray(_image([centre + 0.75 * (s - centre) + 4.0 for s in CROSS]))
+    points, mask = parse.points[0], parse.mask[0]
+    priors = {}
+    for weight in (1.0, 0.2):
+        cfg = FitConfig(**{**CFG.__dict__, "refit_steps": 10, "likelihood_weight": weight})
+        score, refit, token = _fit(points, mask, target, cfg)
+        ll = level_log_lik(refit, mask, target.astype(jnp.float32), cfg.blur_sigma, 1, cfg,
+                           token_ink(token))
+        priors[weight] = float(token_log_prior(token, mask, cfg, token_parents(points, mask, cfg)))
+        assert float(score) == pytest.approx(weight * float(ll) + priors[weight], abs=0.05)
+    assert priors[0.2] > priors[1.0] + 1.0
+
+
 def test_coarse_steps_reach_the_fit_of_full_resolution_steps():
     """Half-resolution steps (scored at full resolution) fit a larger copy about as well as
     full-resolution steps."""

@@ -98,6 +98,8 @@ class FitConfig:
     blur_start: float = 6.0  # blur sigma (px) at the first step; geometric down to blur_sigma
     blur_sigma: float = 2.0  # blur sigma (px) of the score
     epsilon: float = 0.02  # pixel-flip probability of the score
+    likelihood_weight: float = 1.0  # < 1: token refits (their steps and scores) weigh the
+    # image log-likelihood by this against the token prior (a tempered likelihood)
     occluder_side: int = 0  # px, > 0: in a token refit, a square of this side may be hidden
     # from the program: its pixels are ink with probability occluder_ink, whatever is drawn
     # there, summed out over every place (model.image.occluded_log_likelihood). It covers an

@@ -456,7 +456,8 @@ def fit_token(
     ``cfg.wide_blur`` (it reaches strokes and scales the short steps cannot) and the better of
     the two is kept. The far-reaching fit (the wide one, else the only one) starts from the
     best start of :func:`start_grid` at its first blur. Returns the score ``f32 ()``, the refit trajectories ``f32 (S, P, 2)`` and
-    the :class:`Token`."""
+    the :class:`Token`. The objective and score weigh the image log-likelihood by
+    ``cfg.likelihood_weight``."""
     steps = cfg.refit_steps if n_steps is None else n_steps
     coarse = cfg.refit_coarse_steps if n_coarse is None else n_coarse
     tgt = targets(image, cfg.refit_level)
@@ -480,7 +481,7 @@ def fit_token(
         tok = unpack(u)
         pts = token_points(points, mask, tok)
         ll = level_log_lik(pts, mask, tgt[level], sigma, level, cfg, token_ink(tok), occluder)
-        return ll + token_log_prior(tok, mask, cfg, parents)
+        return cfg.likelihood_weight * ll + token_log_prior(tok, mask, cfg, parents)
 
     def fit_from(start, lr, blur_start, n):
         u = _optimise(lambda u, s, lv: -objective(u, s, lv), start, n, min(coarse, n), lr,
