@@ -21,6 +21,7 @@ from conceptlearn.datasets.episodes import load_episode, load_runs
 from conceptlearn.datasets.shifts import apply_shift
 from conceptlearn.evaluate import run_keys
 from conceptlearn.inference import classify
+from conceptlearn.model.render import IMAGE_SIZE
 from conceptlearn.overrides import parse_key_values
 
 
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
         for state, q_parses, q_images, labels in episodes:
             n_way = state.images.shape[0]
             terms = classify.score_pairs(
-                classify._flat(state.parses, n_way), state.images.reshape(n_way, 105, 105),
+                classify._flat(state.parses, n_way), state.images.reshape(n_way, IMAGE_SIZE, IMAGE_SIZE),
                 q_parses, q_images, labels, np.arange(len(labels)), cfg,
                 n_steps=cfg.refit_steps, n_coarse=cfg.refit_coarse_steps)
             scores.append(np.asarray(terms.forward).max(1) + np.asarray(terms.backward).max(1))

@@ -199,6 +199,8 @@ def test_start_grid_reaches_a_smaller_and_a_rotated_copy():
     assert grid.shape == (15, 2) and not grid[0].any()
     np.testing.assert_allclose(np.unique(grid[:, 0]), [-0.6, -0.3, 0.0, 0.3, 0.6], atol=1e-6)
     np.testing.assert_allclose(np.unique(grid[:, 1]), [-0.6, 0.0, 0.6], atol=1e-6)
+    with pytest.raises(ValueError, match="start_scales must be odd"):
+        start_grid(FitConfig(**{**grid_cfg.__dict__, "start_scales": 4}))
     centre = np.asarray([52.0, 52.0], np.float32)
     turn = np.asarray([[np.cos(0.6), -np.sin(0.6)], [np.sin(0.6), np.cos(0.6)]], np.float32)
     copies = {

@@ -93,8 +93,8 @@ class FitConfig:
     # only one) starts from the best of rotations -r, 0, +r, judged at its first blur before
     # any step (0: from no rotation; fit.start_grid)
     start_scale: float = 0.0  # > 0: ... and of start_scales log scales over -s .. +s (times
-    # each rotation), added to the moment-matched start (0: from it alone)
-    start_scales: int = 3  # log scales of the start grid (with start_scale > 0)
+    # each rotation), added to the refit's starting log scale (0: from it alone)
+    start_scales: int = 3  # log scales of the start grid (odd, with start_scale > 0)
     blur_start: float = 6.0  # blur sigma (px) at the first step; geometric down to blur_sigma
     blur_sigma: float = 2.0  # blur sigma (px) of the score
     epsilon: float = 0.02  # pixel-flip probability of the score

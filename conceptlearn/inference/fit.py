@@ -421,16 +421,20 @@ def start_log_scale(source_image, target_image) -> jax.Array:
 
 def start_grid(cfg: FitConfig) -> np.ndarray:
     """The starts of a refit's far-reaching search, ``f32 (G, 2)`` of (log scale, rotation rad)
-    offsets from the moment-matched start: ``cfg.start_scales`` log scales evenly over
-    ``+-cfg.start_scale`` times 3 rotations over ``+-cfg.start_rotation`` (each axis just 0 when
-    its extent is 0). The first row is (0, 0)."""
-    scales = np.linspace(-cfg.start_scale, cfg.start_scale, cfg.start_scales) \
-        if cfg.start_scale > 0 else np.zeros(1)
-    turns = np.linspace(-cfg.start_rotation, cfg.start_rotation, 3) \
-        if cfg.start_rotation > 0 else np.zeros(1)
-    grid = np.stack(np.meshgrid(scales, turns, indexing="ij"), -1).reshape(-1, 2)
-    first = np.argmin(np.abs(grid).sum(1))  # (0, 0) first: argmax keeps it on ties
-    return np.concatenate([grid[first:first + 1], np.delete(grid, first, 0)]).astype(np.float32)
+    offsets from the refit's own start (``log_scale0``, no rotation): ``cfg.start_scales`` (odd)
+    log scales evenly over ``+-cfg.start_scale`` times 3 rotations over ``+-cfg.start_rotation``
+    (each axis just 0 when its extent is 0). The first row is (0, 0), so that ``argmax`` keeps
+    the plain start on ties."""
+    if cfg.start_scale > 0 and cfg.start_scales % 2 == 0:
+        raise ValueError(f"start_scales must be odd (the grid keeps the plain start), got "
+                         f"{cfg.start_scales}")
+
+    def axis(extent: float, n: int) -> np.ndarray:  # 0 first, then outwards
+        values = np.linspace(-extent, extent, n) if extent > 0 else np.zeros(1)
+        return values[np.argsort(np.abs(values), kind="stable")]
+
+    scales, turns = axis(cfg.start_scale, cfg.start_scales), axis(cfg.start_rotation, 3)
+    return np.stack(np.meshgrid(scales, turns, indexing="ij"), -1).reshape(-1, 2).astype(np.float32)
 
 
 def fit_token(
@@ -455,9 +459,9 @@ def fit_token(
     ``cfg.wide_lr > 0`` a second fit of the same objective takes long steps from blur
     ``cfg.wide_blur`` (it reaches strokes and scales the short steps cannot) and the better of
     the two is kept. The far-reaching fit (the wide one, else the only one) starts from the
-    best start of :func:`start_grid` at its first blur. Returns the score ``f32 ()``, the refit trajectories ``f32 (S, P, 2)`` and
-    the :class:`Token`. The objective and score weigh the image log-likelihood by
-    ``cfg.likelihood_weight``."""
+    best start of :func:`start_grid` at its first blur. The objective and score weigh the image
+    log-likelihood by ``cfg.likelihood_weight``. Returns the score ``f32 ()``, the refit
+    trajectories ``f32 (S, P, 2)`` and the :class:`Token`."""
     steps = cfg.refit_steps if n_steps is None else n_steps
     coarse = cfg.refit_coarse_steps if n_coarse is None else n_coarse
     tgt = targets(image, cfg.refit_level)

@@ -361,6 +361,22 @@ def _relation_jitter(drawings: list[list[np.ndarray]]) -> np.ndarray:
     return out
 
 
+def same_structure_groups(drawings: list[Drawing], min_drawings: int = 3) -> list[list[Drawing]]:
+    """Per character, its drawings that share its most common structure (strokes and
+    sub-strokes per stroke), where at least ``min_drawings`` do: the groups whose control
+    points correspond in order."""
+    by_char = defaultdict(list)
+    for d in drawings:
+        by_char[d.character].append(d)
+    groups = []
+    for group in by_char.values():
+        signature = Counter(tuple(len(c) for c in d.controls) for d in group).most_common(1)[0][0]
+        same = [d for d in group if tuple(len(c) for c in d.controls) == signature]
+        if len(same) >= min_drawings:
+            groups.append(same)
+    return groups
+
+
 def fit_token_noise(drawings: list[Drawing], config: LearnConfig) -> dict[str, np.ndarray]:
     """Motor noise, position jitter and affine spread from the drawers of each character.
 
@@ -369,15 +385,8 @@ def fit_token_noise(drawings: list[Drawing], config: LearnConfig) -> dict[str, n
     drawing's affine, deviations from the character mean give the shape and log-scale sds, and
     ``_relation_jitter`` the position sd (robust estimates).
     """
-    by_char = defaultdict(list)
-    for d in drawings:
-        by_char[d.character].append(d)
     scale_dev, shift_dev, shape_dev, log_scale_dev, pos_dev = [], [], [], [], []
-    for group in by_char.values():
-        signature = Counter(tuple(len(c) for c in d.controls) for d in group).most_common(1)[0][0]
-        same = [d for d in group if tuple(len(c) for c in d.controls) == signature]
-        if len(same) < 3:
-            continue
+    for same in same_structure_groups(drawings):
         points = [np.concatenate(d.controls).reshape(-1, 2) for d in same]
         com = np.stack([p.mean(0) for p in points])  # (n, 2)
         spread = np.stack([p.std(0) + 1.0 for p in points])  # (n, 2)
@@ -429,15 +438,8 @@ def drawer_affine_sd(drawings: list[Drawing]) -> dict[str, float]:
     map is split into rotation, shear and log scale (:func:`affine_parts`). Returns robust sds
     over every drawing's deviation from its character's mean of each: ``rotation_sd`` (rad),
     ``shear_sd``, ``log_scale_sd``, and ``n_drawings`` used."""
-    by_char = defaultdict(list)
-    for d in drawings:
-        by_char[d.character].append(d)
     rotation, shear, log_scale = [], [], []
-    for group in by_char.values():
-        signature = Counter(tuple(len(c) for c in d.controls) for d in group).most_common(1)[0][0]
-        same = [d for d in group if tuple(len(c) for c in d.controls) == signature]
-        if len(same) < 3:
-            continue
+    for same in same_structure_groups(drawings):
         points = np.stack([np.concatenate(d.controls).reshape(-1, 2) for d in same])  # (n, m, 2)
         points = points - points.mean(1, keepdims=True)
         mean = points.mean(0)  # (m, 2)
