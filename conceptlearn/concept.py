@@ -28,6 +28,7 @@ import os
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from conceptlearn.contenders import Contender, make_contender
@@ -217,7 +218,7 @@ class Concepts:
         """``n`` new exemplars of every concept: ink probabilities ``f32 (n_concepts, n, 105,
         105)`` (:func:`conceptlearn.model.generate.sample_exemplars`; bpl only)."""
         parses = self._parses("sample()")
-        return exemplars_of_parses(parses, self.contender.cfg, n, key, blur_sigma)
+        return exemplars_of_parses(parses, self.support, self.contender.cfg, n, key, blur_sigma)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the concepts to ``path`` (``.npz``, no pickle): the support images, the
@@ -260,14 +261,31 @@ def learn(images: Any, *, model: str = "bpl", seed: int = 0, **options: Any) -> 
     return Concepts(contender, state, support, model, dict(options), seed)
 
 
-def exemplars_of_parses(parses, cfg, n: int, key: jax.Array, blur_sigma: float = 0.5):
+@jax.jit
+def _parse_pens(points, mask, support, blur_sigma):
+    """``parse_pen`` of every parse: ``points f32 (c, k, K, S, P, 2)``, ``support bool (c, k,
+    105, 105)`` -> ``f32 (c, k, K)``."""
+    from conceptlearn.model.generate import parse_pen
+
+    per_image = jax.vmap(parse_pen, (0, 0, None, None))  # the K parses of one image
+    return jax.vmap(jax.vmap(per_image, (0, 0, 0, None)), (0, 0, 0, None))(
+        points, mask, support, blur_sigma
+    )
+
+
+def exemplars_of_parses(
+    parses, support, cfg, n: int, key: jax.Array, blur_sigma: float = 0.5
+):
     """``n`` new exemplars ``f32 (n_concepts, n, 105, 105)`` of concepts whose support images
-    have ``parses`` (leading axes ``(n_concepts, k)``), with the token noise of ``cfg``."""
-    from conceptlearn.model.generate import TokenNoise, sample_exemplars
+    ``support bool (n_concepts, k, 105, 105)`` have ``parses`` (leading axes ``(n_concepts,
+    k)``), with the token noise of ``cfg`` and each support image's pen
+    (:func:`conceptlearn.model.generate.parse_pen`), spread by ``cfg.pen_sigma``."""
+    from conceptlearn.model.generate import TokenNoise, parse_pen, sample_exemplars
 
     if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n: expected a positive integer, got {n!r}")
-    noise = TokenNoise.of(cfg)
+    noise = TokenNoise.of(cfg)._replace(width_sigma=float(cfg.pen_sigma))
+    pens = _parse_pens(parses.points, parses.mask, jnp.asarray(support, bool), blur_sigma)
     keys = jax.random.split(key, parses.points.shape[0])
     return np.stack(
         [
@@ -280,6 +298,7 @@ def exemplars_of_parses(parses, cfg, n: int, key: jax.Array, blur_sigma: float =
                     key=keys[c],
                     n=int(n),
                     blur_sigma=blur_sigma,
+                    pen=pens[c],
                 )
             )
             for c in range(parses.points.shape[0])
@@ -310,7 +329,9 @@ def generate(
     n_concepts, k = support.shape[:2]
     parses = contender.parse(support.reshape(n_concepts * k, IMAGE_SIZE, IMAGE_SIZE))
     parses = jax.tree.map(lambda x: x.reshape(n_concepts, k, *x.shape[1:]), parses)
-    return exemplars_of_parses(parses, contender.cfg, n, jax.random.key(seed), blur_sigma)
+    return exemplars_of_parses(
+        parses, support, contender.cfg, n, jax.random.key(seed), blur_sigma
+    )
 
 
 def generate_in_style(

@@ -1,12 +1,18 @@
 """Two-sample test of generated exemplars: can a classifier tell them from real drawings?
 
-For ``--concepts`` one-shot concepts of the dev runs (the training classes of dev runs 1, 2, ...
-in order; each class image is the one example), each generator makes 9 new exemplars. The 9 real
-drawings of the same character by other drawers are the reference. A discriminator is L2
-logistic regression (C = 1, on standardised features) on the pretrained ViT's pooled embedding
-(the shipped small1 checkpoint). It is cross-validated by concept, with 5 folds, and no concept
-is in both a training and a test fold. The script reports its held-out accuracy, with a 95%
-bootstrap interval over concepts. 50% means the generated and real drawings cannot be told apart.
+For ``--concepts`` one-shot concepts of the dev alphabets (characters of the dev runs taken
+round-robin over the runs, each shown by one drawing of a randomly drawn drawer), each generator
+makes 9 new exemplars. The 9 real drawings of the same character by other drawers are the
+reference. A discriminator is L2 logistic regression (C = 1, on standardised features) on the
+pretrained ViT's pooled embedding (the shipped small1 checkpoint). It is cross-validated by
+concept, with 5 folds grouped by support drawer: no concept, and no drawer's hand, is in both a
+training and a test fold. The script reports its held-out accuracy, with a 95% bootstrap
+interval over concepts. 50% means the generated and real drawings cannot be told apart.
+
+Before session 18 the concepts were the training classes of dev runs 1-3, whose support images
+come from one drawer per run (``--support runs``). The discriminator then learned those three
+drawers' hands (small, low writing) from the other folds' generated drawings: a confound shared
+by every generator conditioned on the support image.
 
 Generators:
 
@@ -34,23 +40,45 @@ from scipy.optimize import minimize
 N_EXEMPLARS = 9
 
 
-def dev_concepts(n: int, root=None):
-    """Support images ``bool (n, 105, 105)`` and the real drawings of each character by 9 other
-    drawers ``bool (n, 9, 105, 105)``."""
-    from conceptlearn.datasets.episodes import load_runs
+def dev_concepts(n: int, root=None, support: str = "drawers", seed: int = 0):
+    """Support images ``bool (n, 105, 105)``, the real drawings of each character by 9 other
+    drawers ``bool (n, 9, 105, 105)``, and each support image's drawer ``list[str]``
+    (``"Alphabet/NN"``; drawers are people, and each alphabet has its own).
 
+    ``support="runs"``: the training classes of dev runs 1, 2, ... in order, with their run's
+    support drawer (one drawer per run, so 50 concepts share 3 drawers). ``support="drawers"``:
+    the characters of the dev runs taken round-robin over the runs (each run's first class, then
+    each run's second, ...), each with a support drawer drawn at random (``seed``), so that no
+    one drawer's hand runs through the generated class."""
+    from conceptlearn.datasets.episodes import load_runs
+    from conceptlearn.datasets.omniglot import parse_key
+
+    if support not in ("runs", "drawers"):
+        raise ValueError(f"support: expected 'runs' or 'drawers', got {support!r}")
     runs, source = load_runs("dev", root)
-    support, real = [], []
-    for run in runs:
-        for shots in run.support:
-            if len(support) == n:
-                break
-            key = shots[0]
-            alphabet, character = key.split("/")[:2]
-            others = [k for k in source.keys(alphabet, character) if k != key][:N_EXEMPLARS]
-            support.append(source.image(key))
-            real.append(source.images(others))
-    return np.stack(support), np.stack(real)
+    if support == "runs":
+        chosen = [shots[0] for run in runs for shots in run.support][:n]
+    else:
+        rng = np.random.default_rng(seed)
+        characters = []
+        for j in range(max(len(run.support) for run in runs)):
+            for run in runs:
+                if j < len(run.support):
+                    character = tuple(run.support[j][0].split("/")[:2])
+                    if character not in characters:
+                        characters.append(character)
+        chosen = [
+            source.keys(*character)[rng.integers(len(source.keys(*character)))]
+            for character in characters[:n]
+        ]
+    support_images, real, drawers = [], [], []
+    for key in chosen:
+        alphabet, character = key.split("/")[:2]
+        others = [k for k in source.keys(alphabet, character) if k != key][:N_EXEMPLARS]
+        support_images.append(source.image(key))
+        real.append(source.images(others))
+        drawers.append(f"{alphabet}/{parse_key(key)['drawer']:02d}")
+    return np.stack(support_images), np.stack(real), drawers
 
 
 def affine_jitter(images: np.ndarray, key: jax.Array) -> np.ndarray:
@@ -115,14 +143,21 @@ def logistic_fit(x: np.ndarray, y: np.ndarray, c: float = 1.0) -> np.ndarray:
     return minimize(loss, np.zeros(xb.shape[1]), jac=True, method="L-BFGS-B").x
 
 
-def two_sample_accuracy(real: np.ndarray, fake: np.ndarray, folds: int = 5, seed: int = 0):
+def two_sample_accuracy(
+    real: np.ndarray, fake: np.ndarray, folds: int = 5, seed: int = 0, groups=None
+):
     """Held-out accuracy of telling ``fake`` from ``real`` features ``(n_concepts, m, d)``,
     cross-validated by concept: ``(accuracy, (low, high) 95% bootstrap over concepts,
-    per-concept accuracies)``."""
+    per-concept accuracies)``. ``groups`` (one label per concept, e.g. its support drawer): the
+    concepts of a group share a fold, so no group is in both a training and a test fold."""
     n, m, d = real.shape
     x = np.concatenate([real, fake], axis=1)  # (n, 2m, d)
     y = np.concatenate([np.zeros(m), np.ones(m)])
-    fold = np.random.default_rng(seed).permutation(n) % folds
+    labels, group = np.unique(np.arange(n) if groups is None else np.asarray(groups),
+                              return_inverse=True)
+    if len(labels) < folds:
+        raise ValueError(f"groups: {len(labels)} groups cannot fill {folds} folds")
+    fold = (np.random.default_rng(seed).permutation(len(labels)) % folds)[group]
     per_concept = np.zeros(n)
     for f in range(folds):
         train, test = fold != f, fold == f
@@ -136,6 +171,32 @@ def two_sample_accuracy(real: np.ndarray, fake: np.ndarray, folds: int = 5, seed
     return float(per_concept.mean()), tuple(np.percentile(boot, [2.5, 97.5]).tolist()), per_concept
 
 
+def diversity(real: np.ndarray, fake: np.ndarray) -> float:
+    """How varied a generator's exemplars are, against the real drawings: the mean pairwise
+    distance between the exemplars of a concept over that between its real drawings, averaged
+    over concepts, in features ``(n_concepts, m, d)`` standardised over both sets. 1: as varied
+    as different drawers; near 0: copies. A generator can look real by copying its support
+    image, so the two-sample accuracy is read with this beside it."""
+    x = np.concatenate([real, fake], axis=1)
+    z = (x - x.reshape(-1, x.shape[-1]).mean(0)) / (x.reshape(-1, x.shape[-1]).std(0) + 1e-6)
+    m = real.shape[1]
+
+    def spread(a):  # (n, m, d) -> (n,) mean pairwise distance
+        d = np.linalg.norm(a[:, :, None] - a[:, None], axis=-1)
+        return d.sum((1, 2)) / (m * (m - 1))
+
+    return float(np.mean(spread(z[:, m:]) / spread(z[:, :m])))
+
+
+def paired_difference(per_a: np.ndarray, per_b: np.ndarray, seed: int = 0):
+    """Mean of ``per_a - per_b`` (per-concept accuracies of two generators on the same
+    concepts) with a 95% bootstrap interval over concepts: ``(difference, (low, high))``."""
+    diff = np.asarray(per_a) - np.asarray(per_b)
+    rng = np.random.default_rng(seed + 2)
+    boot = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(2000)]
+    return float(diff.mean()), tuple(np.percentile(boot, [2.5, 97.5]).tolist())
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concepts", type=int, default=50)
@@ -143,6 +204,13 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=None)
     parser.add_argument("--out", required=True, help="results JSON")
     parser.add_argument("--grids", default=None, help="folder for the grids of both generators")
+    parser.add_argument(
+        "--support",
+        choices=("drawers", "runs"),
+        default="drawers",
+        help="drawers (default): round-robin characters of the dev runs, each from a random "
+        "drawer; runs: the first runs' training classes, one drawer per run (before session 18)",
+    )
     parser.add_argument(
         "--variant",
         action="append",
@@ -156,7 +224,7 @@ def main(argv=None) -> int:
     from conceptlearn.model.sample import save_grid
 
     start = time.perf_counter()
-    support, real = dev_concepts(args.concepts, args.data)
+    support, real, drawers = dev_concepts(args.concepts, args.data, args.support, args.seed)
     n = len(support)
     fakes = {
         "bpl": generate(support[:, None], N_EXEMPLARS, seed=args.seed) > 0.5,
@@ -173,17 +241,34 @@ def main(argv=None) -> int:
         "concepts": n,
         "exemplars": N_EXEMPLARS,
         "seed": args.seed,
+        "support": args.support,
+        "support_drawers": len(set(drawers)),
         "discriminator": "L2 logistic regression (C=1) on the shipped ViT's pooled embedding, "
-        "5-fold cross-validated by concept",
+        "5-fold cross-validated by concept"
+        + (", folds grouped by support drawer" if args.support == "drawers" else ""),
     }
+    per_concept = {}
     for name, fake in fakes.items():
-        acc, interval, _ = two_sample_accuracy(
-            real_features, embed(fake.reshape(-1, 105, 105)).reshape(shape), seed=args.seed
+        fake_features = embed(fake.reshape(-1, 105, 105)).reshape(shape)
+        acc, interval, per_concept[name] = two_sample_accuracy(
+            real_features,
+            fake_features,
+            seed=args.seed,
+            groups=drawers if args.support == "drawers" else None,
         )
-        out[name] = {"accuracy": round(acc, 4), "ci95": [round(v, 4) for v in interval]}
+        out[name] = {
+            "accuracy": round(acc, 4),
+            "ci95": [round(v, 4) for v in interval],
+            "diversity": round(diversity(real_features, fake_features), 4),
+        }
         if args.grids:
             rows = np.concatenate([support[:10, None], fake[:10]], axis=1).astype(np.float32)
             save_grid(rows, str(Path(args.grids) / f"two_sample_{name}.png"))
+    for name in fakes:
+        if name != "affine":  # paired over concepts: tighter than the two intervals
+            diff, (low, high) = paired_difference(per_concept[name], per_concept["affine"])
+            out[name]["minus_affine"] = round(diff, 4)
+            out[name]["minus_affine_ci95"] = [round(low, 4), round(high, 4)]
     if args.grids:
         rows = np.concatenate([support[:10, None], real[:10]], axis=1).astype(np.float32)
         save_grid(rows, str(Path(args.grids) / "two_sample_real.png"))

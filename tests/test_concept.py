@@ -176,6 +176,11 @@ def test_bpl_concepts_parse_sample_and_round_trip(tmp_path):
     ink = exemplars[0] > 0.5
     rows, cols = np.nonzero(ink.any(axis=0))
     assert np.ptp(rows) > 2 * np.ptp(cols)
+    # drawn with the support's pen (3-px bars, thinner than the default ink's 4-5 px lines)
+    from conceptlearn.model.generate import line_core_share
+
+    shares = [float(line_core_share(e > 0.5)) for e in exemplars.reshape(-1, 105, 105)]
+    assert abs(np.mean(shares) - float(line_core_share(support[0, 0]))) < 0.1
     concepts.save(tmp_path / "bpl.npz")
     loaded = cl.load(tmp_path / "bpl.npz")
     np.testing.assert_array_equal(loaded.score(queries), concepts.score(queries))

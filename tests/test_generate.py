@@ -80,6 +80,34 @@ def test_exemplars_are_reproducible_images_inside_the_canvas():
     assert (images > 0.5).any(axis=(1, 2)).all()
 
 
+def test_parse_pen_recovers_the_pen_an_image_was_drawn_with():
+    """An image rendered from a parse with a known pen, binarised as exemplars are: the pen
+    read back from it is that pen, within the 0.1 over which a binarised line's width in
+    whole pixels stays the same, and thicker lines keep more core."""
+    from conceptlearn.model.generate import line_core_share, parse_pen
+    from conceptlearn.model.image import pixel_probs
+    from conceptlearn.model.render import render
+    from conceptlearn.model.token import token_ink
+
+    points, mask, _ = _parses()
+    p, m = points[0, 1], mask[0, 1]  # the L
+    shares = []
+    for log_width in (-0.3, 0.0, 0.4):
+        ink = token_ink(sample_token_noise_zero(m)._replace(log_width=jnp.float32(log_width)))
+        image = pixel_probs(render(p, m, ink), 0.5, 0.0) > 0.5
+        shares.append(float(line_core_share(image)))
+        assert abs(float(parse_pen(p, m, image)) - log_width) < 0.1
+    assert shares[0] < shares[1] < shares[2]
+
+
+def sample_token_noise_zero(mask):
+    """A token with every variable zero (the parse as it is)."""
+    from conceptlearn.model.token import sample_token_noise
+
+    zero = NOISE._replace(**{name: 0.0 for name in NOISE._fields})
+    return sample_token_noise(zero, mask, key=jax.random.key(0))
+
+
 def test_style_library_is_the_dirichlet_posterior_mean():
     from conceptlearn.model.generate import STYLE_PRIOR, stroke_controls, style_library
     from conceptlearn.model.library import toy_library
@@ -149,6 +177,34 @@ def test_two_sample_discriminator_separates_only_what_differs():
     )
     assert abs(same - 0.5) < 0.1 and shifted > 0.95
     assert low <= shifted <= high and per_concept.shape == (30,)
+
+
+def test_two_sample_folds_by_group_do_not_learn_a_groups_own_mark():
+    """Fakes carrying their group's own offset (a support drawer's hand): folds by concept
+    learn the offsets from the group's other concepts; folds by group cannot."""
+    two_sample = _script("two_sample")
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(10), 5)  # 10 drawers, 5 concepts each
+    real = rng.normal(size=(50, 9, 40))
+    offset = 2.5 * rng.normal(size=(10, 40)) / np.sqrt(40)
+    fake = rng.normal(size=(50, 9, 40)) + 4.0 * offset[groups][:, None]
+    by_concept, _, _ = two_sample.two_sample_accuracy(real, fake)
+    by_group, _, _ = two_sample.two_sample_accuracy(real, fake, groups=groups)
+    assert by_concept > 0.75 and abs(by_group - 0.5) < 0.1
+    with pytest.raises(ValueError, match="groups"):
+        two_sample.two_sample_accuracy(real, fake, groups=groups % 3)
+
+
+def test_diversity_is_one_for_the_same_spread_and_near_zero_for_copies():
+    two_sample = _script("two_sample")
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(30, 1, 8)) * 3.0
+    real = centres + rng.normal(size=(30, 9, 8))
+    assert abs(two_sample.diversity(real, centres + rng.normal(size=(30, 9, 8))) - 1.0) < 0.1
+    copies = real[:, :1] + 0.01 * rng.normal(size=(30, 9, 8))
+    assert two_sample.diversity(real, copies) < 0.05
+    diff, (low, high) = two_sample.paired_difference(np.full(30, 0.6), np.full(30, 0.5))
+    assert diff == pytest.approx(0.1) and low == pytest.approx(0.1) and high == pytest.approx(0.1)
 
 
 def test_affine_jitter_keeps_ink_and_repeats_with_the_key():

@@ -11,8 +11,14 @@ f32 (k, K, S, P, 2)``, ``mask bool (k, K, S, P)``, ``log_weight f32 (k, K)``). O
    with the standard deviations of ``noise``: the library's learned token noise,
    :func:`conceptlearn.inference.config.learned_noise`), kept inside the canvas as in
    :mod:`conceptlearn.model.sample` (a fixed number of tries; the least overshoot if none fits);
-3. rendered with the token's pen (:func:`~conceptlearn.model.token.token_ink`) and shown as
-   ink probabilities with a display blur (:func:`~conceptlearn.model.image.pixel_probs`).
+3. rendered with the support image's pen (:func:`parse_pen`, inferred once per parse) times the
+   token's pen change (:func:`~conceptlearn.model.token.token_ink`), and shown as ink
+   probabilities with a display blur (:func:`~conceptlearn.model.image.pixel_probs`).
+
+The pen is the instrument's, not the drawer's: over the 2,720 small1 drawings the log line width
+varies between the drawers of a character with sd 0.039 (``FitConfig.pen_sigma``; a robust
+estimate gives 0.033; `scripts/pen_spread.py`), an eighth of the token prior's hand-set 0.3, which serves the refits
+(queries drawn with another pen).
 
 Everything is one jitted, vmapped call with static shapes.
 """
@@ -23,11 +29,12 @@ from functools import partial
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from conceptlearn.model.image import pixel_probs
 from conceptlearn.model.library import INDEPENDENT, MAX_SUBSTROKES, make_library
-from conceptlearn.model.render import render
+from conceptlearn.model.render import DEFAULT_INK, InkParams, render
 from conceptlearn.model.sample import MARGIN, TOKEN_TRIES, first_fitting, overshoot
 from conceptlearn.model.splines import fit_pieces, resample_stroke
 from conceptlearn.model.token import sample_token_noise, token_ink, token_parents, token_points
@@ -57,6 +64,43 @@ class TokenNoise(NamedTuple):
         return cls(*(float(getattr(cfg, name)) for name in cls._fields))
 
 
+PEN_RANGE = (-0.8, 0.8)  # log pen widths parse_pen searches
+PEN_STEPS = 7  # its bisection steps: a resolution of 1.6 / 2**7 = 0.0125
+
+
+def line_core_share(image: jax.Array) -> jax.Array:
+    """The share of ink pixels whose 3 x 3 neighbourhood is all ink, ``f32 ()``, of ``image bool
+    (H, W)``: a measure of line width that does not depend on line length (a straight line
+    ``w`` px wide keeps about ``(w - 2) / w``)."""
+    ink = image.astype(jnp.float32)
+    core = jax.lax.reduce_window(ink, 1.0, jax.lax.min, (3, 3), (1, 1), "SAME")
+    return jnp.sum(core) / jnp.maximum(jnp.sum(ink), 1.0)
+
+
+def parse_pen(points, mask, image, blur_sigma: float = 0.5) -> jax.Array:
+    """The log pen width ``f32 ()`` (relative to the default ink) at which the parse ``points
+    f32 (S, P, 2)``, ``mask bool (S, P)``, rendered and binarised as exemplars are, has the
+    line width of ``image bool (105, 105)`` by :func:`line_core_share`: a bisection over
+    :data:`PEN_RANGE` (the share grows with the width). Length-free, so strokes the parse
+    misses do not bias it."""
+    target = line_core_share(image)
+
+    def share(log_width):
+        w = jnp.exp(log_width)
+        ink = InkParams(spread=DEFAULT_INK.spread * w, gain=DEFAULT_INK.gain * w)
+        return line_core_share(pixel_probs(render(points, mask, ink), blur_sigma, 0.0) > 0.5)
+
+    def step(_, bounds):
+        low, high = bounds
+        mid = 0.5 * (low + high)
+        thinner = share(mid) > target
+        return jnp.where(thinner, low, mid), jnp.where(thinner, mid, high)
+
+    low, high = jax.lax.fori_loop(0, PEN_STEPS, step, (jnp.float32(PEN_RANGE[0]),
+                                                       jnp.float32(PEN_RANGE[1])))
+    return 0.5 * (low + high)
+
+
 def choose_parse(log_weight: jax.Array, *, key: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(shot, parse)`` int32 indices: a shot uniformly, then a parse by its posterior weight.
     ``log_weight f32 (k, K)`` (``-inf`` for invalid parses)."""
@@ -80,20 +124,24 @@ def token_drawing(points, mask, noise, *, key: jax.Array, tries: int = TOKEN_TRI
 
 @partial(jax.jit, static_argnames=("n",))
 def sample_exemplars(
-    points, mask, log_weight, noise, *, key: jax.Array, n: int, blur_sigma: float = 0.5
+    points, mask, log_weight, noise, *, key: jax.Array, n: int, blur_sigma: float = 0.5,
+    pen=None,
 ) -> jax.Array:
     """``n`` new exemplars of one concept: ink probabilities ``f32 (n, 105, 105)``.
 
     ``points f32 (k, K, S, P, 2)``, ``mask bool (k, K, S, P)``, ``log_weight f32 (k, K)``: the
-    parses of the concept's ``k`` support images; ``noise``: :class:`TokenNoise`;
-    ``blur_sigma``: display blur (px).
+    parses of the concept's ``k`` support images; ``noise``: :class:`TokenNoise` (its
+    ``width_sigma`` spreads the pen around ``pen``); ``blur_sigma``: display blur (px); ``pen
+    f32 (k, K)``: each parse's log pen width (:func:`parse_pen`; default 0, the default ink).
     """
+    pen = jnp.zeros(log_weight.shape) if pen is None else pen
 
     def one(k):
         choice_key, token_key = jax.random.split(k)
         shot, parse = choose_parse(log_weight, key=choice_key)
         p, m = points[shot, parse], mask[shot, parse]
         moved, token = token_drawing(p, m, noise, key=token_key)
+        token = token._replace(log_width=token.log_width + pen[shot, parse])
         return pixel_probs(render(moved, m, token_ink(token)), blur_sigma, 0.0)
 
     return jax.vmap(one)(jax.random.split(key, n))
