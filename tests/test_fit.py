@@ -241,6 +241,28 @@ def test_a_tempered_likelihood_scores_the_weighted_sum_and_keeps_the_token_neare
     assert priors[0.2] > priors[1.0] + 1.0
 
 
+def test_a_score_only_weight_keeps_the_refit_and_reweighs_its_score():
+    """``score_likelihood_weight`` w: the token is the one the unweighted steps find, and the
+    score is w log P(image | token) + log P(token) at it."""
+    from conceptlearn.inference.fit import level_log_lik
+    from conceptlearn.model.token import token_ink, token_parents
+
+    centre = np.asarray([52.0, 52.0], np.float32)
+    parse = parse_image(_image(CROSS), CFG)
+    target = jnp.asarray(_image([centre + 0.75 * (s - centre) + 4.0 for s in CROSS]))
+    points, mask = parse.points[0], parse.mask[0]
+    plain = FitConfig(**{**CFG.__dict__, "refit_steps": 10})
+    weighted = FitConfig(**{**plain.__dict__, "score_likelihood_weight": 0.3})
+    plain_score, plain_refit, _ = _fit(points, mask, target, plain)
+    score, refit, token = _fit(points, mask, target, weighted)
+    np.testing.assert_allclose(refit, plain_refit, atol=1e-4)
+    ll = level_log_lik(refit, mask, target.astype(jnp.float32), plain.blur_sigma, 1, plain,
+                       token_ink(token))
+    prior = float(token_log_prior(token, mask, plain, token_parents(points, mask, plain)))
+    assert float(plain_score) == pytest.approx(float(ll) + prior, abs=0.05)
+    assert float(score) == pytest.approx(0.3 * float(ll) + prior, abs=0.05)
+
+
 def test_coarse_steps_reach_the_fit_of_full_resolution_steps():
     """Half-resolution steps (scored at full resolution) fit a larger copy about as well as
     full-resolution steps."""

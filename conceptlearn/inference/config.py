@@ -100,6 +100,8 @@ class FitConfig:
     epsilon: float = 0.02  # pixel-flip probability of the score
     likelihood_weight: float = 1.0  # < 1: token refits (their steps and scores) weigh the
     # image log-likelihood by this against the token prior (a tempered likelihood)
+    score_likelihood_weight: float = -1.0  # >= 0: the refit's score (not its steps) weighs the
+    # image log-likelihood by this instead of likelihood_weight (< 0: likelihood_weight)
     occluder_side: int = 0  # px, > 0: in a token refit, a square of this side may be hidden
     # from the program: its pixels are ink with probability occluder_ink, whatever is drawn
     # there, summed out over every place (model.image.occluded_log_likelihood). It covers an
@@ -121,7 +123,8 @@ class FitConfig:
     attach_sigma: float = 0.7  # px, > 0: a stroke starting on an earlier stroke's ink shifts
     # with it, plus its own shift of this std (model.token.stroke_parents); 0: all independent.
     # Session 18: dev error unchanged at k = 1 (full 95 errors against 93, quick 98 against 102
-    # of 800) and k = 10 (quick 33 against 39); exemplars as varied as real drawers' (docs/generation.md)
+    # of 800) and k = 10 (quick 33 against 39, full 31 against 32); exemplars as varied as
+    # real drawers' (docs/generation.md)
     width_sigma: float = 0.3  # std of the log pen width (token prior)
     pen_sigma: float = 0.039  # std of the log pen width of new exemplars around the support
     # image's pen: how much small1's drawers' pens differ (model.generate's docstring)

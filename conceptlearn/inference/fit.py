@@ -460,7 +460,8 @@ def fit_token(
     ``cfg.wide_blur`` (it reaches strokes and scales the short steps cannot) and the better of
     the two is kept. The far-reaching fit (the wide one, else the only one) starts from the
     best start of :func:`start_grid` at its first blur. The objective and score weigh the image
-    log-likelihood by ``cfg.likelihood_weight``. Returns the score ``f32 ()``, the refit
+    log-likelihood by ``cfg.likelihood_weight`` (the score by ``cfg.score_likelihood_weight``
+    instead, where that is >= 0). Returns the score ``f32 ()``, the refit
     trajectories ``f32 (S, P, 2)`` and the :class:`Token`."""
     steps = cfg.refit_steps if n_steps is None else n_steps
     coarse = cfg.refit_coarse_steps if n_coarse is None else n_coarse
@@ -481,16 +482,20 @@ def fit_token(
             shear=u.shear / _SCALE_PX,
         )
 
-    def objective(u: Token, sigma, level: int, occluder: bool = False):
+    def objective(u: Token, sigma, level: int, occluder: bool = False, weight=None):
         tok = unpack(u)
         pts = token_points(points, mask, tok)
         ll = level_log_lik(pts, mask, tgt[level], sigma, level, cfg, token_ink(tok), occluder)
-        return cfg.likelihood_weight * ll + token_log_prior(tok, mask, cfg, parents)
+        weight = cfg.likelihood_weight if weight is None else weight
+        return weight * ll + token_log_prior(tok, mask, cfg, parents)
+
+    score_weight = (cfg.likelihood_weight if cfg.score_likelihood_weight < 0
+                    else cfg.score_likelihood_weight)
 
     def fit_from(start, lr, blur_start, n):
         u = _optimise(lambda u, s, lv: -objective(u, s, lv), start, n, min(coarse, n), lr,
                       blur_start, cfg, cfg.refit_level, cfg.refit_eps)
-        return objective(u, cfg.blur_sigma, score_level, occluder=True), u
+        return objective(u, cfg.blur_sigma, score_level, occluder=True, weight=score_weight), u
 
     def best_start(blur):
         """The start of the grid (:func:`start_grid`) that ``objective`` rates best at ``blur``,
