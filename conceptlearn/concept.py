@@ -280,7 +280,7 @@ def exemplars_of_parses(
     ``support bool (n_concepts, k, 105, 105)`` have ``parses`` (leading axes ``(n_concepts,
     k)``), with the token noise of ``cfg`` and each support image's pen
     (:func:`conceptlearn.model.generate.parse_pen`), spread by ``cfg.pen_sigma``."""
-    from conceptlearn.model.generate import TokenNoise, parse_pen, sample_exemplars
+    from conceptlearn.model.generate import TokenNoise, sample_exemplars
 
     if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n: expected a positive integer, got {n!r}")
