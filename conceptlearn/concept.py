@@ -261,18 +261,6 @@ def learn(images: Any, *, model: str = "bpl", seed: int = 0, **options: Any) -> 
     return Concepts(contender, state, support, model, dict(options), seed)
 
 
-@jax.jit
-def _parse_pens(points, mask, support, blur_sigma):
-    """``parse_pen`` of every parse: ``points f32 (c, k, K, S, P, 2)``, ``support bool (c, k,
-    105, 105)`` -> ``f32 (c, k, K)``."""
-    from conceptlearn.model.generate import parse_pen
-
-    per_image = jax.vmap(parse_pen, (0, 0, None, None))  # the K parses of one image
-    return jax.vmap(jax.vmap(per_image, (0, 0, 0, None)), (0, 0, 0, None))(
-        points, mask, support, blur_sigma
-    )
-
-
 def exemplars_of_parses(
     parses, support, cfg, n: int, key: jax.Array, blur_sigma: float = 0.5
 ):
@@ -280,12 +268,12 @@ def exemplars_of_parses(
     ``support bool (n_concepts, k, 105, 105)`` have ``parses`` (leading axes ``(n_concepts,
     k)``), with the token noise of ``cfg`` and each support image's pen
     (:func:`conceptlearn.model.generate.parse_pen`), spread by ``cfg.pen_sigma``."""
-    from conceptlearn.model.generate import TokenNoise, sample_exemplars
+    from conceptlearn.model.generate import TokenNoise, sample_exemplars, support_pens
 
     if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n: expected a positive integer, got {n!r}")
     noise = TokenNoise.of(cfg)._replace(width_sigma=float(cfg.pen_sigma))
-    pens = _parse_pens(parses.points, parses.mask, jnp.asarray(support, bool), blur_sigma)
+    pens = support_pens(parses.points, parses.mask, jnp.asarray(support, bool), blur_sigma)
     keys = jax.random.split(key, parses.points.shape[0])
     return np.stack(
         [

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from itertools import zip_longest
 from pathlib import Path
 
 import jax
@@ -60,17 +61,12 @@ def dev_concepts(n: int, root=None, support: str = "drawers", seed: int = 0):
         chosen = [shots[0] for run in runs for shots in run.support][:n]
     else:
         rng = np.random.default_rng(seed)
-        characters = []
-        for j in range(max(len(run.support) for run in runs)):
-            for run in runs:
-                if j < len(run.support):
-                    character = tuple(run.support[j][0].split("/")[:2])
-                    if character not in characters:
-                        characters.append(character)
-        chosen = [
-            source.keys(*character)[rng.integers(len(source.keys(*character)))]
-            for character in characters[:n]
-        ]
+        classes = (shots for rank in zip_longest(*(run.support for run in runs)) for shots in rank)
+        characters = dict.fromkeys(tuple(s[0].split("/")[:2]) for s in classes if s is not None)
+        chosen = []
+        for character in list(characters)[:n]:
+            keys = source.keys(*character)
+            chosen.append(keys[rng.integers(len(keys))])
     support_images, real, drawers = [], [], []
     for key in chosen:
         alphabet, character = key.split("/")[:2]
@@ -178,7 +174,8 @@ def diversity(real: np.ndarray, fake: np.ndarray) -> float:
     as different drawers; near 0: copies. A generator can look real by copying its support
     image, so the two-sample accuracy is read with this beside it."""
     x = np.concatenate([real, fake], axis=1)
-    z = (x - x.reshape(-1, x.shape[-1]).mean(0)) / (x.reshape(-1, x.shape[-1]).std(0) + 1e-6)
+    flat = x.reshape(-1, x.shape[-1])
+    z = (x - flat.mean(0)) / (flat.std(0) + 1e-6)
     m = real.shape[1]
 
     def spread(a):  # (n, m, d) -> (n,) mean pairwise distance

@@ -220,9 +220,10 @@ def test_start_grid_reaches_a_smaller_and_a_rotated_copy():
             assert with_grid > plain + 20, name
 
 
-def test_a_tempered_likelihood_scores_the_weighted_sum_and_keeps_the_token_nearer_its_prior():
-    """With ``likelihood_weight`` w the score is w log P(image | token) + log P(token) at the
-    refit token, and a smaller w leaves the token more probable under its prior."""
+def _shrunk_cross_refit(cfg):
+    """The cross's parse refit to a copy at 0.75 times the size, moved by 4 px: ``(score,
+    log P(image | token), log P(token))`` at the refit token (likelihood at full resolution,
+    the score's blur)."""
     from conceptlearn.inference.fit import level_log_lik
     from conceptlearn.model.token import token_ink, token_parents
 
@@ -230,37 +231,34 @@ def test_a_tempered_likelihood_scores_the_weighted_sum_and_keeps_the_token_neare
     parse = parse_image(_image(CROSS), CFG)
     target = jnp.asarray(_image([centre + 0.75 * (s - centre) + 4.0 for s in CROSS]))
     points, mask = parse.points[0], parse.mask[0]
+    score, refit, token = _fit(points, mask, target, cfg)
+    ll = level_log_lik(refit, mask, target.astype(jnp.float32), cfg.blur_sigma, 1, cfg,
+                       token_ink(token))
+    prior = token_log_prior(token, mask, cfg, token_parents(points, mask, cfg))
+    return float(score), float(ll), float(prior)
+
+
+def test_a_tempered_likelihood_scores_the_weighted_sum_and_keeps_the_token_nearer_its_prior():
+    """With ``likelihood_weight`` w the score is w log P(image | token) + log P(token) at the
+    refit token, and a smaller w leaves the token more probable under its prior."""
     priors = {}
     for weight in (1.0, 0.2):
         cfg = FitConfig(**{**CFG.__dict__, "refit_steps": 10, "likelihood_weight": weight})
-        score, refit, token = _fit(points, mask, target, cfg)
-        ll = level_log_lik(refit, mask, target.astype(jnp.float32), cfg.blur_sigma, 1, cfg,
-                           token_ink(token))
-        priors[weight] = float(token_log_prior(token, mask, cfg, token_parents(points, mask, cfg)))
-        assert float(score) == pytest.approx(weight * float(ll) + priors[weight], abs=0.05)
+        score, ll, priors[weight] = _shrunk_cross_refit(cfg)
+        assert score == pytest.approx(weight * ll + priors[weight], abs=0.05)
     assert priors[0.2] > priors[1.0] + 1.0
 
 
 def test_a_score_only_weight_keeps_the_refit_and_reweighs_its_score():
-    """``score_likelihood_weight`` w: the token is the one the unweighted steps find, and the
-    score is w log P(image | token) + log P(token) at it."""
-    from conceptlearn.inference.fit import level_log_lik
-    from conceptlearn.model.token import token_ink, token_parents
-
-    centre = np.asarray([52.0, 52.0], np.float32)
-    parse = parse_image(_image(CROSS), CFG)
-    target = jnp.asarray(_image([centre + 0.75 * (s - centre) + 4.0 for s in CROSS]))
-    points, mask = parse.points[0], parse.mask[0]
+    """``score_likelihood_weight`` w: the token is the one the unweighted steps find (the same
+    likelihood and prior), and the score is w log P(image | token) + log P(token) at it."""
     plain = FitConfig(**{**CFG.__dict__, "refit_steps": 10})
     weighted = FitConfig(**{**plain.__dict__, "score_likelihood_weight": 0.3})
-    plain_score, plain_refit, _ = _fit(points, mask, target, plain)
-    score, refit, token = _fit(points, mask, target, weighted)
-    np.testing.assert_allclose(refit, plain_refit, atol=1e-4)
-    ll = level_log_lik(refit, mask, target.astype(jnp.float32), plain.blur_sigma, 1, plain,
-                       token_ink(token))
-    prior = float(token_log_prior(token, mask, plain, token_parents(points, mask, plain)))
-    assert float(plain_score) == pytest.approx(float(ll) + prior, abs=0.05)
-    assert float(score) == pytest.approx(0.3 * float(ll) + prior, abs=0.05)
+    plain_score, plain_ll, plain_prior = _shrunk_cross_refit(plain)
+    score, ll, prior = _shrunk_cross_refit(weighted)
+    assert ll == pytest.approx(plain_ll, abs=0.05) and prior == pytest.approx(plain_prior, abs=0.05)
+    assert plain_score == pytest.approx(plain_ll + plain_prior, abs=0.05)
+    assert score == pytest.approx(0.3 * ll + prior, abs=0.05)
 
 
 def test_coarse_steps_reach_the_fit_of_full_resolution_steps():

@@ -87,25 +87,16 @@ def test_parse_pen_recovers_the_pen_an_image_was_drawn_with():
     from conceptlearn.model.generate import line_core_share, parse_pen
     from conceptlearn.model.image import pixel_probs
     from conceptlearn.model.render import render
-    from conceptlearn.model.token import token_ink
+    from conceptlearn.model.token import pen_ink
 
     points, mask, _ = _parses()
     p, m = points[0, 1], mask[0, 1]  # the L
     shares = []
     for log_width in (-0.3, 0.0, 0.4):
-        ink = token_ink(sample_token_noise_zero(m)._replace(log_width=jnp.float32(log_width)))
-        image = pixel_probs(render(p, m, ink), 0.5, 0.0) > 0.5
+        image = pixel_probs(render(p, m, pen_ink(jnp.float32(log_width))), 0.5, 0.0) > 0.5
         shares.append(float(line_core_share(image)))
         assert abs(float(parse_pen(p, m, image)) - log_width) < 0.1
     assert shares[0] < shares[1] < shares[2]
-
-
-def sample_token_noise_zero(mask):
-    """A token with every variable zero (the parse as it is)."""
-    from conceptlearn.model.token import sample_token_noise
-
-    zero = NOISE._replace(**{name: 0.0 for name in NOISE._fields})
-    return sample_token_noise(zero, mask, key=jax.random.key(0))
 
 
 def test_style_library_is_the_dirichlet_posterior_mean():

@@ -34,10 +34,16 @@ import numpy as np
 
 from conceptlearn.model.image import pixel_probs
 from conceptlearn.model.library import INDEPENDENT, MAX_SUBSTROKES, make_library
-from conceptlearn.model.render import DEFAULT_INK, InkParams, render
+from conceptlearn.model.render import render
 from conceptlearn.model.sample import MARGIN, TOKEN_TRIES, first_fitting, overshoot
 from conceptlearn.model.splines import fit_pieces, resample_stroke
-from conceptlearn.model.token import sample_token_noise, token_ink, token_parents, token_points
+from conceptlearn.model.token import (
+    pen_ink,
+    sample_token_noise,
+    token_ink,
+    token_parents,
+    token_points,
+)
 
 
 class TokenNoise(NamedTuple):
@@ -86,9 +92,8 @@ def parse_pen(points, mask, image, blur_sigma: float = 0.5) -> jax.Array:
     target = line_core_share(image)
 
     def share(log_width):
-        w = jnp.exp(log_width)
-        ink = InkParams(spread=DEFAULT_INK.spread * w, gain=DEFAULT_INK.gain * w)
-        return line_core_share(pixel_probs(render(points, mask, ink), blur_sigma, 0.0) > 0.5)
+        ink = pixel_probs(render(points, mask, pen_ink(log_width)), blur_sigma, 0.0)
+        return line_core_share(ink > 0.5)
 
     def step(_, bounds):
         low, high = bounds
@@ -99,6 +104,15 @@ def parse_pen(points, mask, image, blur_sigma: float = 0.5) -> jax.Array:
     low, high = jax.lax.fori_loop(0, PEN_STEPS, step, (jnp.float32(PEN_RANGE[0]),
                                                        jnp.float32(PEN_RANGE[1])))
     return 0.5 * (low + high)
+
+
+@jax.jit
+def support_pens(points, mask, support, blur_sigma):
+    """:func:`parse_pen` of every parse of every support image: ``points f32 (c, k, K, S, P,
+    2)``, ``mask bool (c, k, K, S, P)``, ``support bool (c, k, 105, 105)`` -> ``f32 (c, k, K)``."""
+    per_image = jax.vmap(parse_pen, (0, 0, None, None))  # the K parses of one image
+    per_concept = jax.vmap(per_image, (0, 0, 0, None))  # its k support images
+    return jax.vmap(per_concept, (0, 0, 0, None))(points, mask, support, blur_sigma)
 
 
 def choose_parse(log_weight: jax.Array, *, key: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -230,11 +230,16 @@ def token_points(points, mask, token: TrajectoryToken) -> jax.Array:
     return (moved - centre[None, None]) @ token_affine(token).T + (centre + token.shift)[None, None]
 
 
-def token_ink(token: TrajectoryToken) -> InkParams:
-    """The pen of ``token``: default ink with spread and gain both scaled by ``exp(log_width)``,
-    which scales the line profile's width and keeps its peak."""
-    w = jnp.exp(token.log_width)
+def pen_ink(log_width) -> InkParams:
+    """A pen ``log_width`` (``f32 ()``) wider than the default ink: spread and gain both scaled
+    by ``exp(log_width)``, which scales the line profile's width and keeps its peak."""
+    w = jnp.exp(log_width)
     return InkParams(spread=DEFAULT_INK.spread * w, gain=DEFAULT_INK.gain * w)
+
+
+def token_ink(token: TrajectoryToken) -> InkParams:
+    """The pen of ``token``: :func:`pen_ink` of its ``log_width``."""
+    return pen_ink(token.log_width)
 
 
 MOTOR_JITTER = 1e-3  # added to the motor correlation's diagonal (a smooth kernel is near singular)
