@@ -330,3 +330,42 @@ def test_refinement_scores_the_type_on_cut_slots_as_on_all_slots():
     whole = np.asarray(parse_type_log_probs(library, refined[valid], proposals[1][valid],
                                             CFG.type_max_pieces))
     np.testing.assert_allclose(log_prior[valid], whole, rtol=1e-5, atol=1e-3)
+
+
+def test_type_refinement_raises_the_posterior_keeps_invalid_parses_and_takes_dots():
+    """Refining the K best parses as types (image likelihood + log P(type)) never lowers a
+    parse's log posterior, raises it for a wobbly bar (the primitives' splines straighten it),
+    keeps invalid parses invalid with normalised weights, and a dot (one valid point, no
+    defined type gradient) stays finite."""
+    import dataclasses
+
+    from conceptlearn.inference.fit import Parse, image_log_lik, type_refine
+    from conceptlearn.model.library import toy_library
+    from conceptlearn.model.type_prior import parse_type_log_probs
+
+    library = toy_library(n_primitives=6, seed=3)
+    cfg = dataclasses.replace(CFG, type_steps=6, type_max_pieces=2)
+    dot = np.array([60.0, 20.0], np.float32)
+    image = _image(BAR) | (np.hypot(*np.mgrid[:105, :105][::-1] - dot[:, None, None]) < 2.5)
+    wobble = np.where(np.arange(8)[:, None] % 2 == 0, 1.5, -1.5).astype(np.float32)
+    points = np.zeros((1, 3, 3, 8, 2), np.float32)
+    mask = np.zeros((1, 3, 3, 8), bool)
+    points[0, :, 0], mask[0, :, 0] = BAR[0] + wobble, True
+    points[0, :, 1], mask[0, :, 1, 0] = dot, True  # a dot: one valid point
+    points[0, 1, 0] = BAR[0]  # a straight bar
+    log_lik = np.array([
+        float(image_log_lik(jnp.asarray(p), jnp.asarray(m), jnp.asarray(image), cfg.blur_sigma, cfg))
+        for p, m in zip(points[0], mask[0], strict=True)
+    ])
+    log_prior = np.asarray(parse_type_log_probs(library, points[0], mask[0], cfg.type_max_pieces))
+    before = log_lik + log_prior
+    before[2] = -np.inf  # the third parse is not a parse
+    parse = Parse(jnp.asarray(points), jnp.asarray(mask), jnp.zeros((1, 3)), jnp.asarray(before[None]))
+    after = type_refine(parse, image[None], cfg, library)
+    assert np.all(np.isfinite(np.asarray(after.points)))
+    post = np.asarray(after.log_post[0])
+    assert np.isneginf(post[2]) and np.isneginf(np.asarray(after.log_weight[0, 2]))
+    np.testing.assert_allclose(float(jnp.sum(jnp.exp(after.log_weight[0]))), 1.0, rtol=1e-4)
+    np.testing.assert_array_less(np.sort(before[:2]) - 1e-3, np.sort(post[:2]))
+    assert post[:2].min() > before[:2].min() + 1.0  # the wobbly bar straightened
+    np.testing.assert_allclose(np.asarray(after.points[0, :2, 1, 0]), [dot, dot], atol=3.0)

@@ -47,6 +47,7 @@ PARSE_FIELDS = (
     "merge_rounds",
     "merge_moves",
     "merge_radius",
+    "type_steps",
 )
 
 
@@ -67,6 +68,9 @@ class FitConfig:
     merge_moves: int = 4  # merged parses per image per round (the cheapest single merges, then
     # all merges at once)
     merge_radius: float = 5.0  # px: the largest gap between the ends that a merge joins
+    type_steps: int = 0  # > 0: the K best parses of each image are refined as BPL types for
+    # this many steps (image likelihood + log P(type) under the library, in place of the
+    # stand-in smoothness prior; fit.type_refine) and re-ranked
     coarse_level: int = 2  # the coarse refinement steps' resolution, ceil(105 / level) pixels
     # a side
     refit_level: int = 2  # the same for the token refits' coarse steps (the pruning refit sets

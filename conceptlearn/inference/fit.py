@@ -328,6 +328,73 @@ def rank_refined(refined, mask, log_lik, log_prior, cfg: FitConfig) -> Parse:
     return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n], *parses)
 
 
+def type_refine_parse(points, mask, image, cfg: FitConfig, library):
+    """Refine one parse ``points f32 (S, P, 2)``, ``mask bool (S, P)`` as a BPL type against
+    ``image bool (105, 105)``: ``cfg.type_steps`` Adam steps on ``log P(image | points) + log
+    P(type)``, the type's sub-stroke splines under the library's primitive mixture, its
+    relations and stroke counts (:func:`~conceptlearn.model.type_prior.parse_type_log_prob`) in
+    place of the stand-in smoothness prior of :func:`refine_parse`. Steps are at
+    ``cfg.coarse_level`` and the score's blur. A point whose type gradient is not finite (a dot:
+    a zero-length arc has no direction) takes the likelihood's gradient alone. The refined
+    parse replaces the given one only where it scores better at full resolution. Returns
+    ``(points, log_lik f32 (), log_prior f32 ())``, both at full resolution."""
+    from conceptlearn.model.type_prior import parse_type_log_prob
+
+    tgt = targets(image, cfg.coarse_level)
+
+    def log_prior(p):
+        return parse_type_log_prob(library, p, mask, max_pieces=cfg.type_max_pieces)
+
+    def loss(p, sigma, level):
+        value, grad = jax.value_and_grad(log_prior)(p)
+        grad = jnp.where(jnp.isfinite(grad), grad, 0.0)
+        # the prior's value, with its sanitised gradient (a linear term in p)
+        prior = jax.lax.stop_gradient(value) + jnp.sum(
+            jax.lax.stop_gradient(grad) * (p - jax.lax.stop_gradient(p)))
+        return -(level_log_lik(p, mask, tgt[level], sigma, level, cfg) + prior)
+
+    def score(p):
+        return level_log_lik(p, mask, tgt[1], cfg.blur_sigma, 1, cfg), log_prior(p)
+
+    refined = _optimise(loss, points, cfg.type_steps, cfg.type_steps, cfg.parse_lr,
+                        cfg.blur_sigma, cfg, cfg.coarse_level)
+    (ll0, lp0), (ll1, lp1) = score(points), score(refined)
+    better = ll1 + lp1 > ll0 + lp0
+    return jnp.where(better, refined, points), jnp.where(better, ll1, ll0), jnp.where(better, lp1, lp0)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def type_refine_chunk(points, mask, images, cfg: FitConfig, library):
+    """:func:`type_refine_parse` of a chunk: ``points f32 (M, S, P, 2)``, ``mask bool (M, S, P)``,
+    ``images bool (M, 105, 105)`` -> ``(points, log_lik f32 (M,), log_prior f32 (M,))``."""
+    TRACE_COUNT["type_refine_chunk"] += 1
+    return jax.vmap(type_refine_parse, in_axes=(0, 0, 0, None, None))(
+        points, mask, images, cfg, library)
+
+
+def type_refine(parse: Parse, images: np.ndarray, cfg: FitConfig, library) -> Parse:
+    """The ``K`` parses of each image (``parse`` with leading axis ``N``, ``images bool (N, 105,
+    105)``) refined as types (:func:`type_refine_parse`) and re-ranked by their new ``log_lik +
+    log P(type)``; invalid parses stay invalid. Chunks of a fixed size, as
+    :func:`refine_valid`."""
+    n, k = parse.log_post.shape
+    valid = np.isfinite(np.asarray(parse.log_post))
+    points = np.array(parse.points, np.float32)
+    mask = np.asarray(parse.mask)
+    log_post = np.full((n, k), -np.inf, np.float32)
+    image_of, parse_of = np.nonzero(valid)
+    chunk = _proposal_chunk()
+    for start in range(0, len(image_of), chunk):
+        part = np.arange(start, min(start + chunk, len(image_of)))
+        batch = np.concatenate([part, np.full(chunk - len(part), part[0])])
+        i, j = image_of[batch], parse_of[batch]
+        pts, ll, lp = type_refine_chunk(points[i, j], mask[i, j], images[i], cfg, library)
+        i, j, m = i[: len(part)], j[: len(part)], len(part)
+        points[i, j] = np.asarray(pts)[:m]
+        log_post[i, j] = np.asarray(ll)[:m] + np.asarray(lp)[:m]
+    return jax.vmap(lambda p, m, lp: top_k(p, m, lp, k))(points, mask, log_post)
+
+
 def merge_batch(parse: Parse, cfg: FitConfig, fresh: np.ndarray) -> list[np.ndarray]:
     """Merge moves (:func:`~conceptlearn.inference.proposals.merge_moves`) on each image's best
     parse, stacked like :func:`propose_batch`'s proposals: ``(N, cfg.merge_moves, S, P, ...)``.
@@ -348,7 +415,8 @@ def refine_proposals(proposals: list[np.ndarray], images: np.ndarray, cfg: FitCo
     image's best (:func:`rank_refined`): ``proposals`` from :func:`propose_batch`, ``images bool
     (N, 105, 105)`` -> :class:`Parse` with leading axis ``N``. Each of ``cfg.merge_rounds``
     rounds then refines merge moves on every image's best parse that is new since the last
-    round (:func:`merge_batch`) and ranks them with everything refined before."""
+    round (:func:`merge_batch`) and ranks them with everything refined before. With
+    ``cfg.type_steps`` the ``K`` best are then refined as types (:func:`type_refine`)."""
     mask = proposals[1]
     refined, log_lik, log_prior = refine_valid(proposals, images, cfg, library)
     parse = rank_refined(refined, mask, log_lik, log_prior, cfg)
@@ -365,6 +433,8 @@ def refine_proposals(proposals: list[np.ndarray], images: np.ndarray, cfg: FitCo
         best = np.asarray(parse.points[:, 0])
         parse = rank_refined(refined, mask, log_lik, log_prior, cfg)
         fresh = np.any(np.asarray(parse.points[:, 0]) != best, axis=(1, 2, 3))
+    if cfg.type_steps > 0 and cfg.type_prior and library is not None:
+        parse = type_refine(parse, images, cfg, library)
     return parse
 
 
