@@ -137,3 +137,24 @@ def test_spur_depth_drops_stubs_no_longer_than_the_ink_is_deep():
     assert edges == {0.0: 3, 2.0: 3, 3.0: 1}
     merged = skeleton_graph(image, spur_depth=3.0).edges[0][2]
     assert np.ptp(merged[:, 0]) > 55 and np.ptp(merged[:, 1]) < 3  # the bar, spliced whole
+
+
+def test_a_pen_click_blob_is_a_dot_with_dot_length():
+    """A 5 x 5 blob of ink (a pen's click: it thins into a 4-5 px edge, not one pixel) is a
+    one-point stroke at its centre with ``dot_length``, a short stroke without it; a short
+    dash longer than ``dot_length`` and a blob touching a stroke stay strokes."""
+    img = _draw(CASES["two"])
+    img[8:13, 88:93] = True  # a click centred at (col 90, row 10)
+    img[95:98, 10:25] = True  # a dash 15 px long
+    plain = skeleton_graph(img)
+    assert len(plain.dots) == 0 and len(plain.edges) == 4
+    g = skeleton_graph(img, dot_length=5.0)
+    assert len(g.edges) == 3
+    np.testing.assert_allclose(g.dots, [[90.0, 10.0]], atol=1.0)
+    p = propose(img, max_candidates=3, max_strokes=5, n_points=8, dot_length=5.0)
+    one_point = p.mask[0].sum(-1) == 1
+    assert one_point.sum() == 1 and (p.mask[0].sum(-1) == 8).sum() == 3
+    np.testing.assert_allclose(p.points[0, one_point, 0], [[90.0, 10.0]], atol=1.0)
+    touching = _draw(CASES["two"])
+    touching[18:23, 78:83] = True  # on the first stroke's end
+    assert len(skeleton_graph(touching, dot_length=5.0).dots) == 0

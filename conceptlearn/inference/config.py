@@ -26,6 +26,7 @@ from typing import Any
 PARSE_FIELDS = (
     "max_candidates",
     "spur_depth",
+    "dot_length",
     "proposer",
     "proposer_candidates",
     "max_strokes",
@@ -58,6 +59,9 @@ class FitConfig:
     max_candidates: int = 10  # skeleton-walk proposals per image (0: none)
     spur_depth: float = 0.0  # > 0: the skeleton drops spurs shorter than this many times the
     # ink's depth at their junction (a thick stroke's sharp corner; proposals.skeleton_graph)
+    dot_length: float = 0.0  # px, > 0: a blob of ink alone whose skeleton is at most this long
+    # is a dot, a stroke of one point (proposals.skeleton_graph), which the library's dot
+    # primitive scores; else it is a short stroke
     proposer: str = ""  # a train-proposer checkpoint folder: its proposals join the walks'
     proposer_candidates: int = 0  # learned proposals per image (with ``proposer``)
     max_strokes: int = 6  # strokes per parse (longest kept)

@@ -230,6 +230,7 @@ def propose_batch(images: np.ndarray, cfg: FitConfig, seed: int = 0) -> list[np.
                 n_points=cfg.n_points,
                 seed=image_seed(im, seed),
                 spur_depth=cfg.spur_depth,
+                dot_length=cfg.dot_length,
             )
             for im in images
         ]

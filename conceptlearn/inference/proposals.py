@@ -18,6 +18,7 @@ refinement in :mod:`conceptlearn.inference.fit` can ``vmap`` over candidates:
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -87,6 +88,7 @@ def skeleton_graph(
     spur_length: float = 5.0,
     merge_length: float = 4.0,
     spur_depth: float = 0.0,
+    dot_length: float = 0.0,
 ) -> Graph:
     """Build the junction/endpoint graph of ``image`` ``bool (H, W)``.
 
@@ -95,6 +97,10 @@ def skeleton_graph(
     pixel) are removed and junctions joined by an edge shorter than ``merge_length`` px are
     merged; both are artefacts of thinning thick ink. A sharp corner of a thick stroke thins
     into a junction with a spur about as long as the ink is deep there.
+
+    A blob of ink alone (an edge touching no other edge, a loop included) whose skeleton is
+    at most ``dot_length`` px long is a dot at its skeleton's mean: a pen's click thins into a
+    4-5 px edge, not a single pixel.
     """
     skel = thin(image)
     nbrs = _neighbours(skel)
@@ -172,6 +178,13 @@ def skeleton_graph(
     dots = np.array([(c, r) for (r, c), d in degree.items() if d == 0], np.float64).reshape(-1, 2)
     depth = ndimage.distance_transform_edt(image) if spur_depth > 0 else None
     nodes, paths = _clean(nodes, paths, spur_length, merge_length, depth, spur_depth)
+    if dot_length > 0:
+        ends = collections.Counter(n for a, b, _ in paths for n in (a, b))
+        blob = [ends[a] + ends[b] == (4 if a == b else 2) and _length(path) <= dot_length
+                for a, b, path in paths]
+        dots = np.concatenate([dots] + [path.mean(0, keepdims=True)
+                                        for (_, _, path), b in zip(paths, blob, strict=True) if b])
+        paths = [e for e, b in zip(paths, blob, strict=True) if not b]
     return Graph(nodes=nodes, edges=tuple(paths), dots=dots)
 
 
@@ -367,19 +380,20 @@ def propose(
     n_random: int = 24,
     seed: int = 0,
     spur_depth: float = 0.0,
+    dot_length: float = 0.0,
 ) -> Proposals:
     """Parse candidates of one ``image`` ``bool (H, W)`` (see :class:`Proposals`).
 
     Deterministic walks with turn thresholds 0, 30, 60, 90 and 180 degrees come first, then
     ``n_random`` sampled walks (seeded by ``seed``); duplicates are dropped and the
     ``max_candidates`` lowest-cost candidates kept. A blank image gives one valid candidate: a dot
-    at the centre. Strokes beyond ``max_strokes`` are dropped, shortest first. ``spur_depth``:
-    see :func:`skeleton_graph`.
+    at the centre. Strokes beyond ``max_strokes`` are dropped, shortest first. ``spur_depth``
+    and ``dot_length``: see :func:`skeleton_graph`.
     """
     image = np.asarray(image, dtype=bool)
     if image.ndim != 2:
         raise ValueError(f"image must be 2-D (H, W), got shape {image.shape}")
-    graph = skeleton_graph(image, spur_depth=spur_depth)
+    graph = skeleton_graph(image, spur_depth=spur_depth, dot_length=dot_length)
     found: dict[tuple, tuple[float, list[np.ndarray]]] = {}
 
     def add(strokes, cost):
