@@ -69,3 +69,22 @@ def test_drawer_affine_reports_the_small1_drawers_spread(omniglot_root, tmp_path
     assert result["background"] == ["small1"] and result["n_drawings"] > 1000
     for name in ("rotation_sd", "shear_sd", "log_scale_sd"):
         assert 0.05 < result[name] < 0.5, name
+
+
+def test_dot_audit_counts_how_lone_blobs_thin():
+    """A pen's 5 x 5 click thins into an edge and is a dot at 5 px; a lone pixel is a dot
+    either way; a long bar is no blob."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("dot_audit", REPO / "scripts" / "dot_audit.py")
+    dot_audit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dot_audit)
+    image = np.zeros((105, 105), bool)
+    image[20:25, 30:35] = True  # a click
+    image[60, 60] = True  # a lone pixel
+    image[80:83, 10:90] = True  # a bar of 240 px
+    kinds = dot_audit.blob_kinds(image, max_area=60, dot_length=5.0)
+    assert kinds == {"edge": 1, "pixel": 1, "dot": 2, "area": 26}
+    assert dot_audit.blob_kinds(image, max_area=60, dot_length=0.0)["dot"] == 1
