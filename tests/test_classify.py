@@ -220,3 +220,29 @@ def test_the_pruning_refit_has_its_own_start_grid_and_reaches_shrunk_queries(con
     own = (np.arange(3), labels)
     assert np.all(grid[own] > plain[own])
     np.testing.assert_array_equal(grid.argmax(1), labels)
+
+
+@pytest.mark.slow  # three refit configs and two evidence programs compiled: minutes
+def test_a_query_only_occluder_sums_out_in_the_forward_refits_alone(contender):
+    """With ``occluder_query_only`` the forward refits (class parse -> query) score as with the
+    occluder, and the backward refits and the evidence (class images) as without it."""
+    from conceptlearn.inference.classify import self_scores
+
+    support, queries, _ = _episode((3, -2))
+    parses = contender.parse(support[:2, 0])
+    q_parses = contender.parse(queries[:1])
+    pair = (jax.tree.map(lambda x: x[0], parses), jnp.asarray(support[0, 0]),
+            jax.tree.map(lambda x: x[0], q_parses), jnp.asarray(queries[0]))
+    base = dataclasses.replace(contender.cfg, occluder_side=25, occluder_log_prior=-5.0,
+                               occluder_ink=0.3)
+    steps = (base.refit_steps, base.refit_coarse_steps)
+    both = pair_terms(*pair, base, *steps)
+    none = pair_terms(*pair, dataclasses.replace(base, occluder_side=0), *steps)
+    query_only = pair_terms(*pair, dataclasses.replace(base, occluder_query_only=True), *steps)
+    np.testing.assert_allclose(query_only.forward, both.forward, rtol=1e-6)
+    np.testing.assert_allclose(query_only.backward, none.backward, rtol=1e-6)
+    assert np.all(np.asarray(both.backward) > np.asarray(none.backward))
+    own = {name: self_scores(parses, support[:2, 0], cfg, *steps) for name, cfg in (
+        ("none", dataclasses.replace(base, occluder_side=0)),
+        ("query_only", dataclasses.replace(base, occluder_query_only=True)))}
+    np.testing.assert_allclose(own["query_only"], own["none"], rtol=1e-6)

@@ -369,3 +369,22 @@ def test_type_refinement_raises_the_posterior_keeps_invalid_parses_and_takes_dot
     np.testing.assert_array_less(np.sort(before[:2]) - 1e-3, np.sort(post[:2]))
     assert post[:2].min() > before[:2].min() + 1.0  # the wobbly bar straightened
     np.testing.assert_allclose(np.asarray(after.points[0, :2, 1, 0]), [dot, dot], atol=3.0)
+
+
+def test_a_blank_occluder_in_the_steps_fits_the_visible_ink_better():
+    """A cross with a blank 21-px square over one arm: refit with a blank occluder in its steps
+    (``occluder_steps``, ``occluder_ink`` at epsilon / 2), the cross's own parse scores better
+    than when the steps fit the gap and only the score sums the square out."""
+    import dataclasses
+
+    image = _image(CROSS)
+    image[40:61, 65:86] = False  # the right arm's outer half
+    points = np.stack([*CROSS, CROSS[0]])
+    mask = np.zeros((3, 8), bool)
+    mask[:2] = True
+    blank = dataclasses.replace(CFG, occluder_side=21, occluder_log_prior=-10.0, refit_steps=30,
+                                occluder_ink=CFG.epsilon / 2)
+    scores = [float(_fit(jnp.asarray(points), jnp.asarray(mask), jnp.asarray(image),
+                         dataclasses.replace(blank, occluder_steps=steps))[0])
+              for steps in (False, True)]
+    assert scores[1] > scores[0] + 5

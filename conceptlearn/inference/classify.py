@@ -93,7 +93,8 @@ def pair_terms(
     """The score terms of one pair: parses with leading axis ``K``, images ``bool (105, 105)``.
     Refits take ``n_steps`` steps, ``n_coarse`` of them at ``cfg.refit_level``, and are scored at
     ``score_level``; with ``cfg.match_scale`` they start at the scale that matches the two
-    images' ink spreads."""
+    images' ink spreads. Only the forward refits have an occluder when
+    ``cfg.occluder_query_only`` (:func:`class_image_config`)."""
 
     def refits(parse: Parse, image, log_scale0):
         return jax.vmap(
@@ -103,11 +104,18 @@ def pair_terms(
 
     log_scale0 = start_log_scale(class_image, query_image) if cfg.match_scale else 0.0
     forward = refits(class_parse, query_image, log_scale0)
+    cfg = class_image_config(cfg)
     if two_way:
         backward = refits(query_parse, class_image, -log_scale0)
     else:
         backward = jnp.zeros_like(forward)
     return PairTerms(forward, backward)
+
+
+def class_image_config(cfg: BPLConfig) -> BPLConfig:
+    """``cfg`` for refits that score a class image (the backward refits and the evidence): with
+    ``cfg.occluder_query_only`` they have no occluder."""
+    return dataclasses.replace(cfg, occluder_side=0) if cfg.occluder_query_only else cfg
 
 
 def two_way_score(terms: PairTerms, class_log_weight, query_log_weight, class_log_evidence,
@@ -254,8 +262,10 @@ def _flat(tree, n: int):
 def self_scores(parses: Parse, images, cfg: BPLConfig, n_steps: int, n_coarse: int,
                 score_level: int = 1) -> np.ndarray:
     """Each image's parses refit to the image itself: parses with leading axis ``n``, ``images
-    bool (n, 105, 105)`` -> forward terms ``f32 (n, K)``."""
+    bool (n, 105, 105)`` -> forward terms ``f32 (n, K)``. The images are class images
+    (:func:`class_image_config`)."""
     idx = np.arange(images.shape[0])
+    cfg = class_image_config(cfg)
     return score_pairs(parses, images, parses, images, idx, idx, cfg, n_steps=n_steps,
                        n_coarse=n_coarse, score_level=score_level, two_way=False).forward
 

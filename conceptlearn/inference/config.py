@@ -116,6 +116,12 @@ class FitConfig:
     # occluder on the image scored, and ink of strokes an occluder hid from the program's image
     occluder_log_prior: float = -50.0  # log probability that an image has the square
     occluder_ink: float = 0.15  # ink probability of a pixel under the square
+    occluder_steps: bool = False  # the refit's steps sum the square out too (else only its
+    # score); with a blank square (occluder_ink near epsilon / 2) the token cannot escape ink
+    # into it, as it could with an inky one
+    occluder_query_only: bool = False  # the square may hide part of the query only: the
+    # forward refits (class parse -> query) sum it out; the backward refits and the evidence
+    # (whose image is a class image) do not
     n_samples: int = 24  # renderer arc-length samples per stroke
     coarse_samples: int = 0  # the same at half resolution (0: n_samples)
     smooth_sigma: float = 2.0  # px: std of a trajectory's second differences (stand-in prior)

@@ -524,7 +524,8 @@ def fit_token(
     ``n_steps`` Adam steps (default ``cfg.refit_steps``), the first ``n_coarse`` (default
     ``cfg.refit_coarse_steps``) at resolution level ``cfg.refit_level``; the score is taken at
     resolution ``score_level``, with ``cfg.occluder_side``'s square summed out when set (the
-    steps fit without it: with it they drift off the ink the square takes). The initial shift
+    steps too with ``cfg.occluder_steps``: with an inky square they drift off the ink the square
+    takes). The initial shift
     aligns the parse's centre of mass with the ink's, and the initial log scale is
     ``log_scale0`` (:func:`start_log_scale`; the prior still scores the scale from 0). With
     ``cfg.wide_lr > 0`` a second fit of the same objective takes long steps from blur
@@ -564,7 +565,8 @@ def fit_token(
                     else cfg.score_likelihood_weight)
 
     def fit_from(start, lr, blur_start, n):
-        u = _optimise(lambda u, s, lv: -objective(u, s, lv), start, n, min(coarse, n), lr,
+        u = _optimise(lambda u, s, lv: -objective(u, s, lv, occluder=cfg.occluder_steps), start,
+                      n, min(coarse, n), lr,
                       blur_start, cfg, cfg.refit_level, cfg.refit_eps)
         return objective(u, cfg.blur_sigma, score_level, occluder=True, weight=score_weight), u
 
