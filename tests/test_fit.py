@@ -332,7 +332,9 @@ def test_refinement_scores_the_type_on_cut_slots_as_on_all_slots():
     np.testing.assert_allclose(log_prior[valid], whole, rtol=1e-5, atol=1e-3)
 
 
-@pytest.mark.slow  # compiles the type prior's gradient inside the optimiser: 55 s beside an evaluation; the option is off in both presets
+# compiles the type prior's gradient inside the optimiser: 55 s beside an evaluation; the
+# option is off in both presets
+@pytest.mark.slow
 def test_type_refinement_raises_the_posterior_keeps_invalid_parses_and_takes_dots():
     """Refining the K best parses as types (image likelihood + log P(type)) never lowers a
     parse's log posterior, raises it for a wobbly bar (the primitives' splines straighten it),
@@ -372,7 +374,9 @@ def test_type_refinement_raises_the_posterior_keeps_invalid_parses_and_takes_dot
     np.testing.assert_allclose(np.asarray(after.points[0, :2, 1, 0]), [dot, dot], atol=3.0)
 
 
-@pytest.mark.slow  # two 30-step refit programs with the occluder: 38 s beside an evaluation; the option is off in both presets
+# two 30-step refit programs with the occluder: 38 s beside an evaluation; the option is off
+# in both presets
+@pytest.mark.slow
 def test_a_blank_occluder_in_the_steps_fits_the_visible_ink_better():
     """A cross with a blank 21-px square over one arm: refit with a blank occluder in its steps
     (``occluder_steps``, ``occluder_ink`` at epsilon / 2), the cross's own parse scores better
