@@ -37,6 +37,7 @@ CFG = FitConfig(
     wide_lr=0.0,
     parse_coarse_steps=3,
     refit_coarse_steps=4,
+    occluder_side=0,  # the refit without the occluder; its tests set it
 )
 
 
@@ -280,7 +281,8 @@ def test_the_occluder_explains_ink_the_program_lacks():
     it changes little."""
     bar = _line([88, 15], [88, 35])
     whole = _image([*CROSS, bar])
-    occluder = FitConfig(**{**CFG.__dict__, "occluder_side": 24, "occluder_log_prior": -50.0})
+    occluder = FitConfig(**{**CFG.__dict__, "occluder_side": 24, "occluder_log_prior": -50.0,
+                            "occluder_ink": 0.15, "occluder_steps": False})
     scores = {}
     for name, source in (("hidden", _image(CROSS)), ("whole", whole)):
         parse = parse_image(source, CFG)

@@ -110,16 +110,19 @@ class FitConfig:
     # image log-likelihood by this against the token prior (a tempered likelihood)
     score_likelihood_weight: float = -1.0  # >= 0: the refit's score (not its steps) weighs the
     # image log-likelihood by this instead of likelihood_weight (< 0: likelihood_weight)
-    occluder_side: int = 0  # px, > 0: in a token refit, a square of this side may be hidden
+    occluder_side: int = 25  # px, > 0: in a token refit, a square of this side may be hidden
     # from the program: its pixels are ink with probability occluder_ink, whatever is drawn
-    # there, summed out over every place (model.image.occluded_log_likelihood). It covers an
-    # occluder on the image scored, and ink of strokes an occluder hid from the program's image
-    occluder_log_prior: float = -50.0  # log probability that an image has the square
-    occluder_ink: float = 0.15  # ink probability of a pixel under the square
-    occluder_steps: bool = False  # the refit's steps sum the square out too (else only its
-    # score); with a blank square (occluder_ink near epsilon / 2) the token cannot escape ink
-    # into it, as it could with an inky one
-    occluder_query_only: bool = False  # the square may hide part of the query only: the
+    # there, summed out over every place (model.image.occluded_log_likelihood). A blank square
+    # (the default) covers a blanked patch of the query; an inky one (0.15, session 10) ink of
+    # strokes an occluder hid from the program's image. Session 19, quick, k = 1: occlude=25
+    # queries 258 errors against 303 of 800, unshifted 100 against 98 (docs/benchmarks.md)
+    occluder_log_prior: float = -10.0  # log probability that an image has the square
+    occluder_ink: float = 0.01  # ink probability of a pixel under the square (epsilon / 2:
+    # blank)
+    occluder_steps: bool = True  # the refit's steps sum the square out too (else only its
+    # score); with a blank square the token cannot escape ink into it, as it could with an
+    # inky one
+    occluder_query_only: bool = True  # the square may hide part of the query only: the
     # forward refits (class parse -> query) sum it out; the backward refits and the evidence
     # (whose image is a class image) do not
     n_samples: int = 24  # renderer arc-length samples per stroke
