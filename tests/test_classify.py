@@ -234,7 +234,7 @@ def test_a_query_only_occluder_sums_out_in_the_forward_refits_alone(contender):
     pair = (jax.tree.map(lambda x: x[0], parses), jnp.asarray(support[0, 0]),
             jax.tree.map(lambda x: x[0], q_parses), jnp.asarray(queries[0]))
     base = dataclasses.replace(contender.cfg, occluder_side=25, occluder_log_prior=-5.0,
-                               occluder_ink=0.3)
+                               occluder_ink=0.3, occluder_query_only=False)
     steps = (base.refit_steps, base.refit_coarse_steps)
     both = pair_terms(*pair, base, *steps)
     none = pair_terms(*pair, dataclasses.replace(base, occluder_side=0), *steps)

@@ -96,17 +96,16 @@ def pair_terms(
     images' ink spreads. Only the forward refits have an occluder when
     ``cfg.occluder_query_only`` (:func:`class_image_config`)."""
 
-    def refits(parse: Parse, image, log_scale0):
+    def refits(parse: Parse, image, log_scale0, cfg):
         return jax.vmap(
             lambda p, m: refit_token(p, m, image, cfg, n_steps, n_coarse=n_coarse,
                                      score_level=score_level, log_scale0=log_scale0)
         )(parse.points, parse.mask)
 
     log_scale0 = start_log_scale(class_image, query_image) if cfg.match_scale else 0.0
-    forward = refits(class_parse, query_image, log_scale0)
-    cfg = class_image_config(cfg)
+    forward = refits(class_parse, query_image, log_scale0, cfg)
     if two_way:
-        backward = refits(query_parse, class_image, -log_scale0)
+        backward = refits(query_parse, class_image, -log_scale0, class_image_config(cfg))
     else:
         backward = jnp.zeros_like(forward)
     return PairTerms(forward, backward)

@@ -566,8 +566,7 @@ def fit_token(
 
     def fit_from(start, lr, blur_start, n):
         u = _optimise(lambda u, s, lv: -objective(u, s, lv, occluder=cfg.occluder_steps), start,
-                      n, min(coarse, n), lr,
-                      blur_start, cfg, cfg.refit_level, cfg.refit_eps)
+                      n, min(coarse, n), lr, blur_start, cfg, cfg.refit_level, cfg.refit_eps)
         return objective(u, cfg.blur_sigma, score_level, occluder=True, weight=score_weight), u
 
     def best_start(blur):
